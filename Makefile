@@ -1,0 +1,44 @@
+# Every target installs what it needs on first use: a fresh clone needs no manual step.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# A CPU build of torch by default (fast to install here). A GPU user overrides TORCH_SPEC / TORCH_PIP_ARGS,
+# see README "Installing a CUDA build of torch".
+TORCH_SPEC     ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
+STAMP  := $(VENV)/.installed
+
+STUDY  ?= studies/breast_cancer.yaml
+PORT   ?= 5000
+ARGS   ?=
+
+.PHONY: install study ui export test lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+study: $(STAMP)
+	$(BIN)/lrbench study $(STUDY) $(ARGS)
+
+ui: $(STAMP)
+	$(BIN)/lrbench ui --study $(STUDY) --port $(PORT) $(ARGS)
+
+export: $(STAMP)
+	$(BIN)/lrbench export $(STUDY) $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check bench tests data
+	$(BIN)/ruff format --check bench tests data
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) results .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,212 @@
+"""The ``lrbench`` command line. Every user error is one line on stderr and exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import math
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from bench import schedules
+from bench.errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the usage is one ``--help`` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def parse_value(text: str) -> Any:
+    """A --set value: a Python/JSON literal (10, 0.5, 1e-3, [10, 20], "cos") or else the plain string."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def parse_sets(items: Sequence[str] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items or ():
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise UserError(f"--set expects ARG=VALUE, got {item!r}")
+        out[name.strip()] = parse_value(value)
+    return out
+
+
+def _fmt(value: Any) -> str:
+    if callable(value):
+        return "(derived)"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+# --- commands -----------------------------------------------------------------------------------------
+
+
+def cmd_schedules(args: argparse.Namespace) -> int:
+    for family in schedules.SCHEDULES.values():
+        when = "per step" if family.per_step else "per epoch"
+        extra = ", needs val loss" if family.needs_metric else ""
+        print(f"{family.name}  [{when}{extra}]  {family.summary}")
+        for name, arg in family.args.items():
+            default = "derived from the run length" if arg.derived else _fmt(arg.default)
+            choices = f"  one of: {', '.join(map(str, arg.choices))}" if arg.choices else ""
+            print(f"    {name:<20} {arg.kind.__name__:<6} default {default}{choices}")
+    return 0
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    lrs, resolved = schedules.preview(
+        args.name, parse_sets(args.set), lr=args.lr, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch
+    )
+    rows = [(step, step // args.steps_per_epoch, lr) for step, lr in enumerate(lrs)]
+    if args.format == "csv":
+        print("step,epoch,lr")
+        for step, epoch, lr in rows:
+            print(f"{step},{epoch},{lr:.10g}")
+    else:
+        shown = ", ".join(f"{k}={v!r}" for k, v in resolved.items()) or "no arguments"
+        print(f"{args.name}({shown})  lr={args.lr}  epochs={args.epochs}  steps/epoch={args.steps_per_epoch}")
+        print(f"{'step':>6} {'epoch':>6} {'lr':>14}")
+        for step, epoch, lr in rows:
+            print(f"{step:>6} {epoch:>6} {lr:>14.8g}")
+    if args.plot:
+        from bench.plots import plot_lr_curves
+
+        plot_lr_curves({args.name: lrs}, args.plot, title=f"{args.name} preview")
+        print(f"wrote {args.plot}", file=sys.stderr)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from bench.data import DataConfig, load_task
+    from bench.engine import TrainConfig, resolve_device, train
+    from bench.model import ModelConfig
+
+    if args.csv and not args.target:
+        raise UserError("--csv needs --target COLUMN")
+    data_cfg = DataConfig(
+        dataset=None if args.csv else args.dataset,
+        csv=args.csv,
+        target=args.target,
+        drop=tuple(args.drop or ()),
+        label_map=json.loads(args.label_map) if args.label_map else None,
+    )
+    cfg = TrainConfig(
+        scheduler=args.scheduler,
+        scheduler_args=parse_sets(args.set),
+        optimizer=args.optimizer,
+        lr=args.lr,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        weight_decay=args.weight_decay,
+        model=ModelConfig(hidden=tuple(args.hidden), dropout=args.dropout),
+    )
+    cfg.check()
+    task = load_task(data_cfg, resolve_device(args.device))
+    result = train(task, cfg)
+    summary = result.summary()
+    if args.json:
+        print(
+            json.dumps(
+                {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in summary.items()}
+            )
+        )
+        return 0
+    status = f"diverged at step {result.diverged_step}" if result.diverged else "ok"
+    head = f"{task.name}: {cfg.scheduler} {cfg.optimizer} lr={cfg.lr} seed={cfg.seed} on {result.device}"
+    print(f"{head}: {status}")
+    print(
+        f"  epochs {result.epochs_run}/{cfg.epochs}, {result.steps_per_epoch} steps/epoch, "
+        f"{result.seconds:.2f} s; "
+        f"final val acc {summary['val_accuracy']:.4f}, best {result.best_val_accuracy:.4f}"
+    )
+    print(f"  test accuracy {result.test_accuracy:.4f}, test loss {result.test_loss:.4f}")
+    return 0
+
+
+# --- parser -------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="lrbench", description="Compare PyTorch learning-rate schedules.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("schedules", help="list the schedule families, their arguments and defaults")
+    p.set_defaults(func=cmd_schedules)
+
+    p = sub.add_parser("schedule", help="preview a schedule's LR curve without training")
+    p.add_argument("name", help="a family from `lrbench schedules`")
+    p.add_argument("--set", action="append", metavar="ARG=VALUE", help="a scheduler argument (repeatable)")
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--steps-per-epoch", type=int, default=1)
+    p.add_argument("--format", choices=("table", "csv"), default="table")
+    p.add_argument("--plot", metavar="FILE.png", help="also draw the curve to a PNG")
+    p.set_defaults(func=cmd_schedule)
+
+    p = sub.add_parser("train", help="train one trial and print its metrics")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dataset", help="breast_cancer, wine, digits, iris or synthetic")
+    source.add_argument("--csv", metavar="PATH", help="a CSV file of numeric features and a target column")
+    p.add_argument("--target", metavar="COLUMN", help="the target column of --csv")
+    p.add_argument("--drop", action="append", metavar="COLUMN", help="a --csv column to ignore (repeatable)")
+    p.add_argument(
+        "--label-map", metavar="JSON", help='map target values to classes, e.g. \'{"M": 1, "B": 0}\''
+    )
+    p.add_argument("--scheduler", default="constant")
+    p.add_argument("--set", action="append", metavar="ARG=VALUE", help="a scheduler argument (repeatable)")
+    p.add_argument("--optimizer", default="adam", help="sgd (momentum 0.9), adam or adamw")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--hidden", type=int, nargs="+", default=[64, 32], help="hidden layer sizes")
+    p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_train)
+
+    return parser
+
+
+def _positive(args: argparse.Namespace) -> None:
+    for name in ("epochs", "steps_per_epoch", "batch_size"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    lr = getattr(args, "lr", None)
+    if lr is not None and not (lr > 0 and math.isfinite(lr)):
+        raise UserError(f"--lr must be a positive number, got {lr}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        _positive(args)
+        return func(args)
+    except UserError as exc:
+        print(f"lrbench: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("lrbench: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # Output piped into `head` and the like: stop quietly.
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

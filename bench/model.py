@@ -1,0 +1,55 @@
+"""The MLP of the reference task (30-64-32-1, ReLU), generalised: hidden sizes, activation, dropout, and an
+output size taken from the task (one logit for two classes, one per class otherwise)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from bench.errors import UserError
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    hidden: tuple[int, ...] = (64, 32)
+    activation: str = "relu"
+    dropout: float = 0.0
+
+
+def output_size(n_classes: int) -> int:
+    """Binary tasks use one logit with BCE-with-logits; more classes use cross-entropy over n logits."""
+    return 1 if n_classes == 2 else n_classes
+
+
+def build_mlp(n_features: int, n_classes: int, cfg: ModelConfig) -> nn.Sequential:
+    if cfg.activation not in ACTIVATIONS:
+        raise UserError(f"unknown activation {cfg.activation!r}; choose one of: {', '.join(ACTIVATIONS)}")
+    if not 0.0 <= cfg.dropout < 1.0:
+        raise UserError(f"0 <= dropout < 1 must hold, but got (dropout={cfg.dropout})")
+    if any(h < 1 for h in cfg.hidden):
+        raise UserError(f"hidden sizes must be positive, but got {list(cfg.hidden)}")
+    layers: list[nn.Module] = []
+    width = n_features
+    for size in cfg.hidden:
+        layers += [nn.Linear(width, size), ACTIVATIONS[cfg.activation]()]
+        if cfg.dropout > 0:
+            layers.append(nn.Dropout(cfg.dropout))
+        width = size
+    layers.append(nn.Linear(width, output_size(n_classes)))
+    return nn.Sequential(*layers)
+
+
+def loss_and_correct(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean loss and the number of correct predictions (as a tensor: no host sync)."""
+    if logits.shape[-1] == 1:
+        z = logits.squeeze(-1)
+        loss = nn.functional.binary_cross_entropy_with_logits(z, y.to(z.dtype))
+        correct = ((z >= 0).to(y.dtype) == y).sum()
+    else:
+        loss = nn.functional.cross_entropy(logits, y)
+        correct = (logits.argmax(-1) == y).sum()
+    return loss, correct

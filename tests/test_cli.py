@@ -1,0 +1,153 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main, parse_value
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_schedule_csv_matches_the_seed_000_example(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        capsys,
+        "schedule",
+        "StepLR",
+        "--set",
+        "step_size=10",
+        "--set",
+        "gamma=0.9",
+        "--lr",
+        "0.1",
+        "--epochs",
+        "31",
+        "--format",
+        "csv",
+    )
+    lines = out.splitlines()
+    assert code == 0 and lines[0] == "step,epoch,lr" and len(lines) == 32
+    rows = [line.split(",") for line in lines[1:]]
+    assert [int(r[0]) for r in rows] == list(range(31)) == [int(r[1]) for r in rows]
+    lrs = [float(r[2]) for r in rows]
+    assert lrs[:10] == [0.1] * 10
+    assert [round(v, 5) for v in lrs[10:20]] == [0.09] * 10
+    assert [round(v, 5) for v in lrs[20:30]] == [0.081] * 10
+    assert round(lrs[30], 5) == 0.0729
+
+
+def test_schedule_per_step_rows_and_plot(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    png = tmp_path / "curve.png"
+    code, out, _ = run(
+        capsys,
+        "schedule",
+        "OneCycleLR",
+        "--epochs",
+        "4",
+        "--steps-per-epoch",
+        "5",
+        "--format",
+        "csv",
+        "--plot",
+        str(png),
+    )
+    rows = out.splitlines()[1:]
+    assert code == 0 and len(rows) == 20 and rows[7].startswith("7,1,")
+    assert png.stat().st_size > 1000
+
+
+def test_schedules_lists_every_family(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.schedules import SCHEDULES
+
+    code, out, _ = run(capsys, "schedules")
+    assert code == 0
+    for name in SCHEDULES:
+        assert f"\n{name}  [" in "\n" + out
+    assert "step_size" in out and "derived from the run length" in out
+
+
+def test_train_json(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        capsys,
+        "train",
+        "--dataset",
+        "breast_cancer",
+        "--scheduler",
+        "StepLR",
+        "--set",
+        "step_size=20",
+        "--set",
+        "gamma=0.5",
+        "--optimizer",
+        "adam",
+        "--lr",
+        "1e-3",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "32",
+        "--seed",
+        "0",
+        "--device",
+        "cpu",
+        "--json",
+    )
+    record = json.loads(out)
+    assert code == 0
+    for key in ("test_accuracy", "test_loss", "val_accuracy", "epochs_run", "diverged"):
+        assert key in record
+    assert record["epochs_run"] == 3 and record["diverged"] is False
+
+
+def test_train_divergence_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        capsys, "train", "--dataset", "breast_cancer", "--optimizer", "sgd", "--lr", "1e4", "--json"
+    )
+    record = json.loads(out)
+    assert code == 0 and record["diverged"] is True and isinstance(record["diverged_step"], int)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["schedule", "Nope"], "unknown scheduler 'Nope'; choose one of:"),
+        (["schedule", "StepLR", "--set", "gama=0.5"], "StepLR has no argument 'gama'"),
+        (["schedule", "StepLR", "--set", "gamma"], "--set expects ARG=VALUE"),
+        (["schedule", "StepLR", "--epochs", "0"], "--epochs must be at least 1"),
+        (["schedule", "StepLR", "--lr", "-1"], "--lr must be a positive number"),
+        (["train", "--dataset", "mnist"], "unknown dataset 'mnist'"),
+        (["train", "--csv", "/nonexistent.csv", "--target", "y"], "data file not found: /nonexistent.csv"),
+        (["train", "--csv", "x.csv"], "--csv needs --target COLUMN"),
+        (["train", "--dataset", "iris", "--optimizer", "lion"], "unknown optimizer 'lion'"),
+        (["train", "--dataset", "iris", "--lr", "abc"], "argument --lr: invalid float value: 'abc'"),
+    ],
+)
+def test_errors_are_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    try:
+        code, _, err = run(capsys, *argv)
+    except SystemExit as exc:  # argparse's own errors
+        code, err = int(exc.code or 0), capsys.readouterr().err
+    assert code == 2
+    assert message in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+
+
+def test_console_script_and_module_entry_point() -> None:
+    for cmd in ([str(Path(sys.executable).with_name("lrbench"))], [sys.executable, "-m", "bench"]):
+        out = subprocess.run([*cmd, "schedule", "Nope"], capture_output=True, text=True)
+        assert out.returncode == 2 and out.stderr.startswith("lrbench: error: unknown scheduler")
+
+
+def test_parse_value() -> None:
+    assert parse_value("10") == 10 and parse_value("1e-3") == 0.001 and parse_value("[10, 20]") == [10, 20]
+    assert parse_value("true") is True and parse_value("cos") == "cos"
