@@ -57,7 +57,7 @@ def cmd_schedules(args: argparse.Namespace) -> int:
         extra = ", needs val loss" if family.needs_metric else ""
         print(f"{family.name}  [{when}{extra}]  {family.summary}")
         for name, arg in family.args.items():
-            default = "derived from the run length" if arg.derived else _fmt(arg.default)
+            default = f"derived: {arg.help}" if arg.derived else _fmt(arg.default)
             choices = f"  one of: {', '.join(map(str, arg.choices))}" if arg.choices else ""
             print(f"    {name:<20} {arg.kind.__name__:<6} default {default}{choices}")
     return 0

@@ -272,7 +272,7 @@ _FAMILIES: list[Family] = [
         "StepLR",
         _torch(sched.StepLR),
         {
-            "step_size": Arg(int, lambda h: max(1, h.n // 3), low=1, high=_half, help="epochs per decay"),
+            "step_size": Arg(int, lambda h: max(1, h.n // 3), low=1, high=_half, help="epochs // 3"),
             "gamma": Arg(float, 0.1, low=0.05, high=0.9, help="decay factor"),
         },
         summary="multiply by gamma every step_size epochs",
@@ -281,7 +281,9 @@ _FAMILIES: list[Family] = [
         "MultiStepLR",
         _torch(sched.MultiStepLR),
         {
-            "milestones": Arg(list, lambda h: [max(1, h.n // 2), max(2, 3 * h.n // 4)], help="decay epochs"),
+            "milestones": Arg(
+                list, lambda h: [max(1, h.n // 2), max(2, 3 * h.n // 4)], help="[1/2, 3/4 of epochs]"
+            ),
             "gamma": Arg(float, 0.1, low=0.05, high=0.9),
         },
         summary="multiply by gamma at each milestone epoch",
@@ -301,7 +303,7 @@ _FAMILIES: list[Family] = [
         {
             "start_factor": Arg(float, 1.0, low=0.05, high=1.0),
             "end_factor": Arg(float, 0.01, low=0.0, high=1.0),
-            "total_iters": Arg(int, lambda h: h.n),
+            "total_iters": Arg(int, lambda h: h.n, help="epochs"),
         },
         summary="factor moves linearly from start_factor to end_factor over total_iters epochs",
     ),
@@ -314,14 +316,14 @@ _FAMILIES: list[Family] = [
     Family(
         "PolynomialLR",
         _torch(sched.PolynomialLR),
-        {"total_iters": Arg(int, lambda h: h.n), "power": Arg(float, 1.0, low=0.5, high=3.0)},
+        {"total_iters": Arg(int, lambda h: h.n, help="epochs"), "power": Arg(float, 1.0, low=0.5, high=3.0)},
         summary="(1 - t/total_iters)^power decay to zero",
     ),
     Family(
         "CosineAnnealingLR",
         _torch(sched.CosineAnnealingLR),
         {
-            "T_max": Arg(int, lambda h: h.n, help="epochs of the half cosine"),
+            "T_max": Arg(int, lambda h: h.n, help="epochs"),
             "eta_min": Arg(float, 0.0, low=0.0, high=lambda h: 0.1 * h.lr, help="final LR (absolute)"),
         },
         summary="half cosine from the base LR to eta_min over T_max epochs",
@@ -330,7 +332,7 @@ _FAMILIES: list[Family] = [
         "CosineAnnealingWarmRestarts",
         _torch(sched.CosineAnnealingWarmRestarts),
         {
-            "T_0": Arg(int, lambda h: max(1, h.n // 4), low=1, high=_half),
+            "T_0": Arg(int, lambda h: max(1, h.n // 4), low=1, high=_half, help="epochs // 4"),
             "T_mult": Arg(int, 1, low=1, high=3),
             "eta_min": Arg(float, 0.0),
         },
@@ -341,10 +343,21 @@ _FAMILIES: list[Family] = [
         _torch(sched.CyclicLR),
         {
             "base_lr": Arg(
-                float, lambda h: 0.1 * h.lr, low=lambda h: 0.01 * h.lr, high=lambda h: 0.5 * h.lr, log=True
+                float,
+                lambda h: 0.1 * h.lr,
+                low=lambda h: 0.01 * h.lr,
+                high=lambda h: 0.5 * h.lr,
+                log=True,
+                help="base LR / 10",
             ),
-            "max_lr": Arg(float, lambda h: h.lr, help="the trial's LR is the peak"),
-            "step_size_up": Arg(int, lambda h: max(1, h.n // 8), low=lambda h: h.steps_per_epoch, high=_half),
+            "max_lr": Arg(float, lambda h: h.lr, help="the base LR (the peak)"),
+            "step_size_up": Arg(
+                int,
+                lambda h: max(1, h.n // 8),
+                low=lambda h: h.steps_per_epoch,
+                high=_half,
+                help="steps // 8",
+            ),
             "mode": Arg(str, "triangular", choices=("triangular", "triangular2", "exp_range")),
             "gamma": Arg(float, 1.0),
             "cycle_momentum": Arg(bool, False, help="off so that only the LR differs between families"),
@@ -356,8 +369,8 @@ _FAMILIES: list[Family] = [
         "OneCycleLR",
         _torch(sched.OneCycleLR),
         {
-            "max_lr": Arg(float, lambda h: h.lr, help="the trial's LR is the peak"),
-            "total_steps": Arg(int, lambda h: h.n),
+            "max_lr": Arg(float, lambda h: h.lr, help="the base LR (the peak)"),
+            "total_steps": Arg(int, lambda h: h.n, help="epochs * steps per epoch"),
             "pct_start": Arg(float, 0.3, low=0.1, high=0.5),
             "anneal_strategy": Arg(str, "cos", choices=("cos", "linear")),
             "div_factor": Arg(float, 25.0, low=5.0, high=100.0, log=True),
@@ -397,9 +410,9 @@ _FAMILIES: list[Family] = [
         "warmup_cosine",
         _warmup_cosine,
         {
-            "warmup_iters": Arg(int, lambda h: max(1, h.n // 20), low=1, high=_fifth),
+            "warmup_iters": Arg(int, lambda h: max(1, h.n // 20), low=1, high=_fifth, help="steps // 20"),
             "warmup_start_factor": Arg(float, 0.01, low=0.01, high=0.5, log=True),
-            "T_max": Arg(int, lambda h: max(1, h.n - max(1, h.n // 20)), help="n - warmup_iters by default"),
+            "T_max": Arg(int, lambda h: max(1, h.n - max(1, h.n // 20)), help="steps - warmup_iters"),
             "eta_min": Arg(float, 0.0),
         },
         per_step=True,
@@ -409,9 +422,15 @@ _FAMILIES: list[Family] = [
         "wsd",
         _wsd,
         {
-            "warmup_iters": Arg(int, lambda h: max(1, h.n // 20), low=1, high=_fifth),
+            "warmup_iters": Arg(int, lambda h: max(1, h.n // 20), low=1, high=_fifth, help="steps // 20"),
             "warmup_start_factor": Arg(float, 0.01, low=0.01, high=0.5, log=True),
-            "decay_iters": Arg(int, lambda h: max(1, h.n // 5), low=lambda h: max(1, h.n // 10), high=_half),
+            "decay_iters": Arg(
+                int,
+                lambda h: max(1, h.n // 5),
+                low=lambda h: max(1, h.n // 10),
+                high=_half,
+                help="steps // 5",
+            ),
             "end_factor": Arg(float, 0.0, low=0.0, high=0.1),
         },
         per_step=True,
@@ -421,7 +440,7 @@ _FAMILIES: list[Family] = [
         "warmup_exponential",
         _warmup_exponential,
         {
-            "warmup_iters": Arg(int, lambda h: max(1, h.n // 10), low=1, high=_fifth),
+            "warmup_iters": Arg(int, lambda h: max(1, h.n // 10), low=1, high=_fifth, help="epochs // 10"),
             "warmup_start_factor": Arg(float, 0.1, low=0.01, high=0.5, log=True),
             "gamma": Arg(float, 0.95, low=0.8, high=0.999),
         },

@@ -70,7 +70,7 @@ def test_schedules_lists_every_family(capsys: pytest.CaptureFixture[str]) -> Non
     assert code == 0
     for name in SCHEDULES:
         assert f"\n{name}  [" in "\n" + out
-    assert "step_size" in out and "derived from the run length" in out
+    assert "step_size" in out and "derived: epochs // 3" in out
 
 
 def test_train_json(capsys: pytest.CaptureFixture[str]) -> None:
