@@ -12,7 +12,7 @@ STUDY  ?= studies/breast_cancer.yaml
 PORT   ?= 5000
 ARGS   ?=
 
-.PHONY: install study ui export test lint clean
+.PHONY: install study ui export perf test lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,9 @@ ui: $(STAMP)
 
 export: $(STAMP)
 	$(BIN)/lrbench export $(STUDY) $(ARGS)
+
+perf: $(STAMP)
+	$(BIN)/python -m bench.perf storage
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(ARGS)

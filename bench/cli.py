@@ -8,6 +8,7 @@ import json
 import math
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from bench import schedules
@@ -134,6 +135,104 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _study_locations(args: argparse.Namespace) -> tuple[Any, Any]:
+    from bench import config
+    from bench.study import Locations
+
+    cfg = config.load(args.study)
+    loc = Locations.resolve(
+        cfg, args.output, getattr(args, "storage", None), getattr(args, "tracking_uri", None)
+    )
+    return cfg, loc
+
+
+def _publish(cfg: Any, loc: Any, to_mlflow: bool) -> str:
+    """Leaderboard CSVs and the summary figure from storage; with to_mlflow, attached to the parent run."""
+    from bench import report
+    from bench.study import load_trials
+    from bench.tracking import Tracker
+
+    stored = load_trials(cfg, loc)
+    out_dir = loc.results_dir(cfg)
+    metric = cfg.objective.metric
+    board, table = report.export(stored.records, stored.direction, metric, out_dir, cfg.training.seed)
+    files = [out_dir / "leaderboard.csv", out_dir / "schedulers.csv"]
+    tracker = Tracker(loc.tracking_uri, cfg.name)
+    curves = {}
+    for _, fam in table.dropna(subset=["best_trial"]).iterrows():
+        row = board[board["number"] == fam["best_trial"]].iloc[0]
+        run_id = row["mlflow_run_id"]
+        if isinstance(run_id, str) and run_id:
+            key = "val/accuracy" if metric == "val_accuracy" else "val/loss"
+            curves[f"{fam['scheduler']} (#{row['number']})"] = (
+                tracker.history(run_id, "lr"),
+                tracker.history(run_id, key),
+            )
+    if curves:
+        report.summary_figure(curves, metric, out_dir / "summary.png")
+        files.append(out_dir / "summary.png")
+    if to_mlflow and stored.parent_run_id:
+        tracker.parent_id = stored.parent_run_id
+        tracker.log_parent_artifacts(files)
+    lines = [report.terminal_table(board, table, metric), ""]
+    lines += [f"wrote {f}" for f in files]
+    return "\n".join(lines)
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from bench.study import run_study
+
+    cfg, loc = _study_locations(args)
+    if args.n_trials is not None and args.n_trials < 1:
+        raise UserError(f"--n-trials must be at least 1, got {args.n_trials}")
+    print(f"study {cfg.name}: storage {loc.storage}, tracking {loc.tracking_uri}", file=sys.stderr)
+    outcome = run_study(cfg, loc, n_trials=args.n_trials)
+    print(_publish(cfg, loc, to_mlflow=True))
+    if outcome.interrupted:
+        print(
+            f"lrbench: interrupted after {outcome.ran} trial(s) in this run; "
+            "run the same command again to resume",
+            file=sys.stderr,
+        )
+        return 130
+    where = f" --tracking-uri {args.tracking_uri}" if args.tracking_uri else ""
+    where += f" --output {args.output}" if args.output and not args.tracking_uri else ""
+    print(f"compare the runs: lrbench ui --study {args.study}{where}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    cfg, loc = _study_locations(args)
+    print(_publish(cfg, loc, to_mlflow=False))
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    import shutil
+    import subprocess
+
+    from bench.tracking import experiment_id
+
+    if args.tracking_uri:
+        uri, name = args.tracking_uri, None
+    elif args.study:
+        cfg, loc = _study_locations(args)
+        uri, name = loc.tracking_uri, cfg.name
+    else:
+        raise UserError("give --study STUDY.yaml or --tracking-uri URI")
+    exp = experiment_id(uri, name) if name else None
+    page = f"#/experiments/{exp}?workflowType=machine_learning" if exp else ""
+    print(f"MLflow UI on http://127.0.0.1:{args.port}/{page}  (Ctrl-C stops it)", flush=True)
+    mlflow = (
+        shutil.which("mlflow", path=str(Path(sys.executable).parent)) or shutil.which("mlflow") or "mlflow"
+    )
+    cmd = [mlflow, "server", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(args.port)]
+    try:
+        return subprocess.call(cmd)
+    except KeyboardInterrupt:
+        return 0
+
+
 # --- parser -------------------------------------------------------------------------------------------
 
 
@@ -176,6 +275,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("study", help="run (or resume) a study: Optuna trials, MLflow runs, leaderboards")
+    p.add_argument("study", metavar="STUDY.yaml")
+    p.add_argument("--n-trials", type=int, help="COMPLETE + PRUNED trials to reach (default: the study's)")
+    p.add_argument(
+        "--storage", metavar="URL", help="Optuna storage (default: a journal file under the output)"
+    )
+    p.add_argument(
+        "--tracking-uri", metavar="URI", help="MLflow tracking URI (default: sqlite under the output)"
+    )
+    p.add_argument("--output", metavar="DIR", help="results root (default: the study's, results/)")
+    p.set_defaults(func=cmd_study)
+
+    p = sub.add_parser("export", help="rebuild a study's leaderboard CSVs and figure from storage")
+    p.add_argument("study", metavar="STUDY.yaml")
+    p.add_argument("--storage", metavar="URL")
+    p.add_argument("--tracking-uri", metavar="URI")
+    p.add_argument("--output", metavar="DIR")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 over a study's tracking store")
+    p.add_argument("--study", metavar="STUDY.yaml", help="open this study's experiment")
+    p.add_argument("--tracking-uri", metavar="URI")
+    p.add_argument("--output", metavar="DIR")
+    p.add_argument("--port", type=int, default=5000)
+    p.set_defaults(func=cmd_ui)
 
     return parser
 

@@ -1,0 +1,172 @@
+"""Leaderboards and figures, read back from what a study stored. Never trains.
+
+``leaderboard.csv``: one row per trial. ``schedulers.csv``: one row per schedule family, ranked by its
+best trial. Both are rebuilt from the Optuna storage alone by ``lrbench export``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+LEADERBOARD_FIRST = ["number", "state", "scheduler", "optimizer", "lr", "seed", "value"]
+LEADERBOARD_LAST = [
+    "best_val_accuracy",
+    "final_val_accuracy",
+    "best_val_loss",
+    "final_val_loss",
+    "test_accuracy",
+    "test_loss",
+    "epochs_run",
+    "seconds",
+    "mlflow_run_id",
+    "failure",
+    "scheduler_args",
+]
+
+
+def leaderboard(records: Sequence[dict[str, Any]], direction: str, seed_base: int = 0) -> pd.DataFrame:
+    """One row per trial, best first (finished trials before pruned and failed ones)."""
+    rows = []
+    for r in records:
+        attrs, params = r["user_attrs"], r["params"]
+        row: dict[str, Any] = {
+            "number": r["number"],
+            "state": r["state"],
+            "scheduler": params.get("scheduler"),
+            "optimizer": attrs.get("optimizer", params.get("optimizer")),
+            "lr": attrs.get("lr", params.get("lr")),
+            "seed": attrs.get("seed", seed_base + r["number"]),
+            "value": r["value"],
+        }
+        # Every sampled argument, namespaced by family (<family>.<arg>), as Optuna stored it.
+        row.update({k: v for k, v in params.items() if "." in k})
+        row.update({k: attrs.get(k) for k in LEADERBOARD_LAST})
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return pd.DataFrame(columns=LEADERBOARD_FIRST + LEADERBOARD_LAST)
+    arg_cols = sorted(c for c in frame.columns if c not in LEADERBOARD_FIRST + LEADERBOARD_LAST)
+    for col in arg_cols:  # integer arguments stay integers beside the blanks of other families' rows
+        present = frame[col].dropna()
+        if len(present) and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+            frame[col] = frame[col].astype("Int64")
+    frame = frame[LEADERBOARD_FIRST + arg_cols + LEADERBOARD_LAST]
+    order = {"COMPLETE": 0, "PRUNED": 1, "FAIL": 2, "RUNNING": 3, "WAITING": 4}
+    frame["_state"] = frame["state"].map(order)
+    frame = frame.sort_values(
+        ["_state", "value", "number"], ascending=[True, direction == "minimize", True], na_position="last"
+    )
+    return frame.drop(columns="_state").reset_index(drop=True)
+
+
+def schedulers_table(board: pd.DataFrame, direction: str, metric: str) -> pd.DataFrame:
+    """One row per family: trial counts by state, the best trial's value and test accuracy, the median value
+    over its complete trials, and the rank of its best value."""
+    rows = []
+    for name, group in board.groupby("scheduler", sort=True):
+        complete = group[group["state"] == "COMPLETE"]
+        best = None
+        if not complete.empty:
+            idx = complete["value"].idxmax() if direction == "maximize" else complete["value"].idxmin()
+            best = complete.loc[idx]
+        rows.append(
+            {
+                "scheduler": name,
+                "trials": len(group),
+                "complete": len(complete),
+                "pruned": int((group["state"] == "PRUNED").sum()),
+                "failed": int((group["state"] == "FAIL").sum()),
+                f"best_{metric}": None if best is None else best["value"],
+                "best_trial": None if best is None else int(best["number"]),
+                "test_accuracy": None if best is None else best["test_accuracy"],
+                f"median_{metric}": complete["value"].median() if not complete.empty else None,
+            }
+        )
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    key = f"best_{metric}"
+    table["rank"] = table[key].rank(ascending=direction == "minimize", method="min").astype("Int64")
+    return table.sort_values(["rank", "scheduler"], na_position="last").reset_index(drop=True)
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> None:
+    """Written beside the target and renamed into place: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
+    frame.to_csv(tmp, index=False)
+    tmp.replace(path)
+
+
+def export(
+    records: Sequence[dict[str, Any]], direction: str, metric: str, out_dir: Path, seed_base: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    board = leaderboard(records, direction, seed_base)
+    table = schedulers_table(board, direction, metric)
+    write_csv(board, out_dir / "leaderboard.csv")
+    write_csv(table, out_dir / "schedulers.csv")
+    return board, table
+
+
+def terminal_table(board: pd.DataFrame, table: pd.DataFrame, metric: str, top: int = 10) -> str:
+    """The end-of-study summary printed in the terminal."""
+    if board.empty:
+        return "no trials yet"
+    shown = board.head(top)[
+        ["number", "state", "scheduler", "optimizer", "lr", "value", "test_accuracy", "epochs_run"]
+    ]
+    shown = shown.rename(columns={"value": metric})
+    fams = table[
+        [
+            "rank",
+            "scheduler",
+            "trials",
+            "complete",
+            "pruned",
+            "failed",
+            f"best_{metric}",
+            "test_accuracy",
+            f"median_{metric}",
+        ]
+    ]
+    trials = shown.to_string(index=False, formatters={"lr": "{:.3g}".format}, float_format="{:.4f}".format)
+    families = fams.to_string(index=False, float_format="{:.4f}".format)
+    return f"Top {len(shown)} trials\n{trials}\n\nSchedule families\n{families}"
+
+
+def summary_figure(
+    curves: dict[str, tuple[list[tuple[int, float]], list[tuple[int, float]]]], metric: str, path: Path
+) -> None:
+    """The best trial of each family: LR curves overlaid (left) and their validation curves (right)."""
+    from bench.plots import plt
+
+    fig, (ax_lr, ax_val) = plt.subplots(1, 2, figsize=(13, 5))
+    for label, (lr_points, val_points) in curves.items():
+        line = ax_lr.plot(*zip(*lr_points, strict=True), label=label, linewidth=1.3)[0]
+        if val_points:
+            ax_val.plot(*zip(*val_points, strict=True), color=line.get_color(), label=label, linewidth=1.3)
+    ax_lr.set(
+        xlabel="optimizer step",
+        ylabel="learning rate",
+        yscale="log",
+        title="LR curves (best trial per family)",
+    )
+    ax_val.set(xlabel="epoch", ylabel=metric.replace("_", "/"), title=f"{metric} per epoch")
+    for ax in (ax_lr, ax_val):
+        ax.grid(alpha=0.3)
+    ax_val.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def args_of(row: pd.Series) -> dict[str, Any]:
+    raw = row.get("scheduler_args")
+    return json.loads(raw) if isinstance(raw, str) and raw else {}

@@ -1,0 +1,535 @@
+"""Studies: the only module that imports optuna.
+
+A study asks Optuna for trials (ask-and-tell), samples a schedule family and then that family's
+arguments (namespaced ``<family>.<arg>`` so families never share a parameter), trains each trial with the
+engine, reports every epoch's validation metric for pruning, and records everything in MLflow through
+:mod:`bench.tracking`. Storage is persistent: running the same study again resumes it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+from bench import schedules
+from bench.config import FloatRange, StudyConfig
+from bench.data import Task, load_task
+from bench.engine import EpochMetrics, TrainConfig, TrialResult, resolve_device, train
+from bench.errors import UserError
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+# Samplers that cannot handle conditional spaces (CMA-ES, QMC) fall back to independent sampling for the
+# family arguments and say so on every trial; that is expected here.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+warnings.filterwarnings("ignore", message=".*fall back to.*", category=UserWarning)
+warnings.filterwarnings("ignore", message=".*independent sampler.*", category=UserWarning)
+
+COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@dataclass(frozen=True)
+class Locations:
+    """Where a study's results live. Everything defaults to one results root."""
+
+    root: Path
+    storage: str
+    tracking_uri: str
+
+    @classmethod
+    def resolve(
+        cls,
+        cfg: StudyConfig,
+        output: str | None = None,
+        storage: str | None = None,
+        tracking_uri: str | None = None,
+    ) -> Locations:
+        root = Path(output or cfg.output).resolve()
+        return cls(
+            root=root,
+            storage=storage or str(root / "optuna.journal"),
+            tracking_uri=tracking_uri or f"sqlite:///{root / 'mlflow.db'}",
+        )
+
+    def results_dir(self, cfg: StudyConfig) -> Path:
+        return self.root / cfg.name
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """A URL (sqlite:///, postgresql://, ...) goes to Optuna's RDB storage; a plain path is a journal file.
+
+    The journal file is the embedded default: measured here it costs about a tenth of SQLite per trial
+    with per-epoch reports (`python -m bench.perf storage`), and it is safe for several processes on one
+    machine."""
+    if "://" in url:
+        return optuna.storages.RDBStorage(url)
+    path = Path(url)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+# --- who runs a trial (to tell a dead process's trials from a live one's) ---------------------------------
+
+
+def _proc_start(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return "?"
+
+
+def worker_id() -> str:
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_proc_start(pid)}"
+
+
+def worker_alive(worker: str | None) -> bool | None:
+    """True / False for a worker on this host, None when it cannot be told (another host, old record)."""
+    if not worker:
+        return None
+    host, _, rest = worker.partition(":")
+    pid_text, _, start = rest.partition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return None
+    pid = int(pid_text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return start in ("?", _proc_start(pid))  # a recycled pid is a different process
+
+
+# --- samplers, pruners, search space -------------------------------------------------------------------
+
+
+def _sampler(cfg: StudyConfig, resumed_at: int = 0) -> optuna.samplers.BaseSampler:
+    """The study's sampler. A resumed study offsets the seed by the trials it already has, so that it does
+    not draw the same points again, and stays reproducible."""
+    o = cfg.optuna
+    seed = None if o.seed is None else o.seed + resumed_at
+    if o.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
+    if o.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if o.sampler == "qmc":
+        # The QMC sequence is indexed by trial number, so the same seed continues it on resume.
+        return optuna.samplers.QMCSampler(seed=o.seed, warn_independent_sampling=False)
+    if o.sampler == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    # Grid: every family (at its default or fixed arguments) times every listed LR and optimizer.
+    space: dict[str, list[Any]] = {
+        "scheduler": list(cfg.schedulers),
+        "optimizer": list(cfg.training.optimizer),
+    }
+    lr = cfg.training.lr
+    space["lr"] = list(lr) if isinstance(lr, tuple) else [lr]
+    return optuna.samplers.GridSampler(space, seed=o.seed)
+
+
+def _pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
+    o = cfg.optuna
+    if o.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=o.warmup_epochs)
+    if o.pruner == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, o.warmup_epochs))
+    if o.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=max(1, o.warmup_epochs), max_resource=cfg.training.epochs
+        )
+    return optuna.pruners.NopPruner()
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """What one trial trains: the sampled (or fixed) choices, before run-length arguments are derived."""
+
+    number: int
+    scheduler: str
+    scheduler_args: dict[str, Any]
+    optimizer: str
+    lr: float
+    seed: int
+    params: dict[str, Any] = field(default_factory=dict)  # Optuna's parameters, namespaced
+
+
+def sample(trial: optuna.Trial, cfg: StudyConfig, steps_per_epoch: int) -> TrialSpec:
+    """Family first, then the base LR, the optimizer, and the family's own (namespaced) arguments."""
+    t = cfg.training
+    family_name = trial.suggest_categorical("scheduler", list(cfg.schedulers))
+    if isinstance(t.lr, FloatRange):
+        lr = trial.suggest_float("lr", t.lr.low, t.lr.high, log=t.lr.log)
+    elif isinstance(t.lr, tuple):
+        lr = trial.suggest_categorical("lr", list(t.lr))
+    else:
+        lr = t.lr
+    optimizer = (
+        trial.suggest_categorical("optimizer", list(t.optimizer)) if len(t.optimizer) > 1 else t.optimizer[0]
+    )
+    family = schedules.SCHEDULES[family_name]
+    horizon = family.horizon(t.epochs, steps_per_epoch, lr)
+    given: dict[str, Any] = {}
+    if cfg.optuna.sampler != "grid":
+        space = family.space(horizon)
+        for arg, spec in cfg.schedulers[family_name].items():
+            if isinstance(spec, list) and family.args[arg].kind is not list:
+                declared = family.args[arg]
+                if declared.kind in (int, float):
+                    space[arg] = schedules.Range(declared.kind, low=spec[0], high=spec[1], log=declared.log)
+                else:
+                    space[arg] = schedules.Range(declared.kind, choices=tuple(spec))
+            else:
+                space.pop(arg, None)
+                given[arg] = spec
+        for arg, rng in space.items():
+            name = f"{family_name}.{arg}"
+            if rng.choices is not None:
+                given[arg] = trial.suggest_categorical(name, list(rng.choices))
+            elif rng.kind is int:
+                given[arg] = trial.suggest_int(name, int(rng.low), int(rng.high), log=rng.log)  # type: ignore[arg-type]
+            else:
+                given[arg] = trial.suggest_float(name, float(rng.low), float(rng.high), log=rng.log)  # type: ignore[arg-type]
+    else:
+        given = {arg: spec for arg, spec in cfg.schedulers[family_name].items() if not isinstance(spec, list)}
+    return TrialSpec(
+        trial.number, family_name, given, optimizer, lr, t.seed + trial.number, dict(trial.params)
+    )
+
+
+def train_config(cfg: StudyConfig, spec: TrialSpec) -> TrainConfig:
+    t = cfg.training
+    return TrainConfig(
+        scheduler=spec.scheduler,
+        scheduler_args=spec.scheduler_args,
+        optimizer=spec.optimizer,
+        lr=spec.lr,
+        momentum=t.momentum,
+        weight_decay=t.weight_decay,
+        epochs=t.epochs,
+        batch_size=t.batch_size,
+        seed=spec.seed,
+        model=cfg.model,
+    )
+
+
+def mlflow_params(cfg: StudyConfig, spec: TrialSpec, result: TrialResult | None) -> dict[str, Any]:
+    """DESIGN.md's params: the family, every argument it was built with (derived ones too), the rest."""
+    params: dict[str, Any] = {
+        "scheduler": spec.scheduler,
+        "optimizer": spec.optimizer,
+        "lr": spec.lr,
+        "epochs": cfg.training.epochs,
+        "batch_size": cfg.training.batch_size,
+        "seed": spec.seed,
+        "dataset": cfg.task.name,
+    }
+    args = result.scheduler_args if result is not None else spec.scheduler_args
+    params.update({f"scheduler.{k}": v for k, v in args.items()})
+    return params
+
+
+# --- the study run -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    study: optuna.Study
+    ran: int  # trials this process finished
+    interrupted: bool = False
+
+
+def _definition_changes(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            changes += _definition_changes(a, b, f"{prefix}{key}.")
+        elif a != b:
+            changes.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return changes
+
+
+def _canonical(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def open_study(cfg: StudyConfig, loc: Locations) -> optuna.Study:
+    """Create the study or load it, refusing to resume one whose comparable definition changed."""
+    storage = open_storage(loc.storage)
+    study = optuna.create_study(
+        storage=storage,
+        study_name=cfg.name,
+        direction=cfg.direction,  # type: ignore[arg-type]
+        sampler=_sampler(cfg),
+        pruner=_pruner(cfg),
+        load_if_exists=True,
+    )
+    existing = len(study.get_trials(deepcopy=False))
+    if existing:
+        study.sampler = _sampler(cfg, resumed_at=existing)
+    definition = _canonical(cfg.comparable())
+    stored = study.user_attrs.get("definition")
+    if stored is None:
+        study.set_user_attr("definition", definition)
+    elif stored != definition:
+        changes = _definition_changes(stored, definition)
+        raise UserError(
+            f"study {cfg.name!r} in {loc.storage} was run with another definition "
+            f"({'; '.join(changes[:3])}); "
+            f"to run the new definition, give it a new name (the YAML's name: key) or another --output DIR"
+        )
+    return study
+
+
+def reclaim(study: optuna.Study, tracker: Any) -> int:
+    """Close what a killed process left behind: its RUNNING trials become FAIL, and MLflow runs still
+    RUNNING get their trial's state (KILLED for a trial that died). Trials of live workers are left alone."""
+    closed = 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if worker_alive(trial.user_attrs.get("worker")) is False:
+            # Optuna has no public call to set an attribute on another process's trial; its storage does.
+            study._storage.set_trial_user_attr(trial._trial_id, "failure", "worker process died (killed?)")
+            study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+            closed += 1
+    by_number = {str(t.number): t for t in study.get_trials(deepcopy=False)}
+    for run_id, number in tracker.running_trial_runs().items():
+        owner = by_number.get(number)
+        if owner is not None and owner.state == TrialState.RUNNING:
+            continue  # a live worker's trial (dead workers' trials were failed above)
+        if owner is None or owner.user_attrs.get("mlflow_run_id") != run_id:
+            tracker.close_run(run_id, "KILLED", "orphaned run: no trial owns it")
+            continue
+        state = "KILLED" if owner.state == TrialState.FAIL else owner.state.name
+        tracker.close_run(run_id, state, owner.user_attrs.get("failure"))
+    return closed
+
+
+def _counted(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=COUNTED))
+
+
+def _objective(cfg: StudyConfig, result: TrialResult) -> float:
+    values = result.val_accuracy if cfg.objective.metric == "val_accuracy" else result.val_loss
+    if cfg.objective.reduce == "final":
+        return values[-1]
+    return max(values) if cfg.direction == "maximize" else min(values)
+
+
+class _Progress:
+    """A tqdm bar on a terminal; one line per trial otherwise (logs, CI)."""
+
+    def __init__(self, total: int, done: int, name: str):
+        self.total, self.done, self.started = total, done, time.perf_counter()
+        self.bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=total, initial=done, desc=name, unit="trial", file=sys.stderr, dynamic_ncols=True
+            )
+
+    def update(self, line: str, best: float | None) -> None:
+        self.done += 1
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"best {best:.4f}" if best is not None else "", refresh=False)
+            self.bar.update(1)
+            return
+        elapsed = time.perf_counter() - self.started
+        print(
+            f"[{self.done}/{self.total}] {line}  best {best if best is None else round(best, 4)}  "
+            f"{elapsed:.0f}s",
+            file=sys.stderr,
+        )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run_study(
+    cfg: StudyConfig,
+    loc: Locations,
+    n_trials: int | None = None,
+    on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None,
+) -> Outcome:
+    """Run (or resume) a study until COMPLETE + PRUNED trials reach n_trials, or the timeout."""
+    from bench.tracking import Tracker
+
+    target = n_trials or cfg.optuna.n_trials
+    device = resolve_device(cfg.training.device)
+    task: Task = load_task(cfg.task, device)
+    steps_per_epoch = math.ceil(len(task.y_train) / cfg.training.batch_size)
+
+    study = open_study(cfg, loc)
+    tracker = Tracker(loc.tracking_uri, cfg.name)
+    reclaimed = reclaim(study, tracker)
+    if reclaimed:
+        print(f"closed {reclaimed} trial(s) left RUNNING by a process that died", file=sys.stderr)
+    parent = tracker.open_parent(
+        cfg.name, study.user_attrs.get("mlflow_parent_run_id"), {"n_trials": target, "dataset": cfg.task.name}
+    )
+    study.set_user_attr("mlflow_parent_run_id", parent)
+    tracker.log_parent_artifacts([], {"study.yaml": cfg.to_yaml()})
+
+    me = worker_id()
+    progress = _Progress(target, _counted(study), cfg.name)
+    outcome = Outcome(study, ran=0)
+    failures = 0
+    deadline = time.monotonic() + cfg.optuna.timeout if cfg.optuna.timeout else math.inf
+    try:
+        while time.monotonic() < deadline:
+            running_elsewhere = sum(
+                worker_alive(t.user_attrs.get("worker")) is not False
+                for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            )
+            if _counted(study) + running_elsewhere >= target:
+                break
+            sampler = study.sampler
+            if isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study):
+                break
+            frozen = _run_one(cfg, study, tracker, task, steps_per_epoch, me)
+            outcome.ran += 1
+            if frozen.state == TrialState.FAIL:
+                failures += 1
+                if failures >= cfg.optuna.max_failures:
+                    raise UserError(
+                        f"{failures} trials failed in this run "
+                        f"(last: {frozen.user_attrs.get('failure')}); stopping"
+                    )
+            best = _best_value(study)
+            progress.update(_trial_line(frozen, cfg), best)
+            if on_trial is not None:
+                on_trial(frozen)
+    except KeyboardInterrupt:
+        outcome.interrupted = True
+    finally:
+        progress.close()
+        tracker.close_parent("KILLED" if outcome.interrupted else "FINISHED")
+    return outcome
+
+
+def _best_value(study: optuna.Study) -> float | None:
+    try:
+        return float(study.best_value)
+    except ValueError:
+        return None
+
+
+def _trial_line(t: optuna.trial.FrozenTrial, cfg: StudyConfig) -> str:
+    value = (
+        f"{cfg.objective.metric}={t.value:.4f}" if t.value is not None else t.user_attrs.get("failure", "")
+    )
+    return f"trial {t.number} {t.params.get('scheduler', '?')}: {t.state.name} {value}"
+
+
+def _run_one(
+    cfg: StudyConfig, study: optuna.Study, tracker: Any, task: Task, steps_per_epoch: int, me: str
+) -> optuna.trial.FrozenTrial:
+    trial = study.ask()
+    trial.set_user_attr("worker", me)
+    run_id: str | None = None
+    spec: TrialSpec | None = None
+    try:
+        spec = sample(trial, cfg, steps_per_epoch)
+        run_id = tracker.start_trial(cfg.name, trial.number, spec.scheduler)
+        trial.set_user_attr("mlflow_run_id", run_id)
+
+        def report(m: EpochMetrics) -> bool:
+            value = m.val_accuracy if cfg.objective.metric == "val_accuracy" else m.val_loss
+            trial.report(value, m.epoch)
+            return trial.should_prune()
+
+        result = train(task, train_config(cfg, spec), on_epoch=report)
+    except KeyboardInterrupt:
+        _fail(study, tracker, trial, run_id, "interrupted by the user", "KILLED")
+        raise
+    except Exception as exc:  # one trial's error never loses the others
+        message = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        _fail(study, tracker, trial, run_id, message, "FAIL")
+        return study.get_trials(deepcopy=False)[trial.number]
+
+    attrs: dict[str, Any] = {
+        "optimizer": spec.optimizer,  # also when fixed (then it is no Optuna parameter)
+        "lr": spec.lr,
+        "seed": spec.seed,
+        "scheduler_args": json.dumps(result.scheduler_args),
+        "test_accuracy": result.test_accuracy,
+        "test_loss": result.test_loss,
+        "epochs_run": result.epochs_run,
+        "seconds": round(result.seconds, 4),
+        "best_val_accuracy": result.best_val_accuracy,
+        "final_val_accuracy": result.val_accuracy[-1] if result.val_accuracy else math.nan,
+        "best_val_loss": result.best_val_loss,
+        "final_val_loss": result.val_loss[-1] if result.val_loss else math.nan,
+    }
+    failure = None
+    if result.diverged:
+        # Never the best, and the study goes on: a diverged trial is pruned with its reason stored.
+        failure = f"diverged: non-finite loss at step {result.diverged_step}"
+        attrs["failure"] = failure
+        state, value = TrialState.PRUNED, None
+    elif result.stopped_early:
+        state, value = TrialState.PRUNED, None
+    else:
+        state, value = TrialState.COMPLETE, _objective(cfg, result)
+    for key, val in attrs.items():
+        trial.set_user_attr(key, None if isinstance(val, float) and math.isnan(val) else val)
+    assert run_id is not None and spec is not None
+    tracker.finish_trial(run_id, state.name, mlflow_params(cfg, spec, result), result, failure)
+    study.tell(trial, value, state=state)
+    return study.get_trials(deepcopy=False)[trial.number]
+
+
+def _fail(
+    study: optuna.Study, tracker: Any, trial: optuna.Trial, run_id: str | None, why: str, mlflow_state: str
+) -> None:
+    trial.set_user_attr("failure", why)
+    study.tell(trial, state=TrialState.FAIL)
+    if run_id is not None:
+        tracker.close_run(run_id, mlflow_state, why)
+
+
+# --- reading a study back (for reports; no training) ---------------------------------------------------
+
+
+@dataclass
+class StoredStudy:
+    records: list[dict[str, Any]]  # every trial as a plain record
+    direction: str
+    parent_run_id: str | None
+
+
+def load_trials(cfg: StudyConfig, loc: Locations) -> StoredStudy:
+    """Every trial of a stored study as plain records (what reports read)."""
+    if "://" not in loc.storage and not Path(loc.storage).is_file():
+        raise UserError(f"no study storage at {loc.storage}; run `lrbench study` first")
+    storage = open_storage(loc.storage)
+    try:
+        study = optuna.load_study(study_name=cfg.name, storage=storage)
+    except KeyError:
+        raise UserError(f"no study named {cfg.name!r} in {loc.storage}; run `lrbench study` first") from None
+    records = [
+        {
+            "number": t.number,
+            "state": t.state.name,
+            "value": t.value,
+            "params": dict(t.params),
+            "user_attrs": dict(t.user_attrs),
+        }
+        for t in study.get_trials(deepcopy=False)
+    ]
+    return StoredStudy(records, study.direction.name.lower(), study.user_attrs.get("mlflow_parent_run_id"))

@@ -1,0 +1,393 @@
+"""Studies end to end: Optuna storage, MLflow runs (on a real tracking server), leaderboards, resume,
+a killed worker, and every bad-definition case."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+
+from bench import config, schedules
+from bench.cli import main, parse_value
+from bench.study import Locations, load_trials
+from bench.tracking import expand_curve
+
+ROOT = Path(__file__).resolve().parent.parent
+SMOKE = ROOT / "studies" / "smoke.yaml"
+LRBENCH = [sys.executable, "-m", "bench"]
+
+
+def lrbench(*argv: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*LRBENCH, *map(str, argv)], capture_output=True, text=True, cwd=ROOT, **kwargs)
+
+
+def write_study(tmp_path: Path, **changes: Any) -> Path:
+    raw = yaml.safe_load(SMOKE.read_text())
+    for key, value in changes.items():
+        section, _, sub = key.partition("__")
+        if sub:
+            raw.setdefault(section, {})[sub] = value
+        else:
+            raw[section] = value
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --- a real MLflow tracking server -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    home = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    exe = Path(sys.executable).with_name("mlflow")
+    proc = subprocess.Popen(
+        [
+            str(exe),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{home / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(home / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=1) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            raise RuntimeError("mlflow server did not start in 120 s")
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def rest(url: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(
+        f"{url}/api/2.0/mlflow/{path}", data=data, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return dict(json.load(resp))
+
+
+def test_smoke_study_against_a_real_tracking_server(mlflow_server: str, tmp_path: Path) -> None:
+    out = lrbench("study", SMOKE, "--output", tmp_path, "--tracking-uri", mlflow_server)
+    assert out.returncode == 0, out.stderr
+    exp = rest(mlflow_server, "experiments/get-by-name?experiment_name=smoke")["experiment"]
+    runs = rest(
+        mlflow_server, "runs/search", {"experiment_ids": [exp["experiment_id"]], "max_results": 1000}
+    )["runs"]
+    parents = [r for r in runs if r["info"]["run_name"] == "study smoke"]
+    children = [r for r in runs if r not in parents]
+    assert len(parents) == 1
+    n_trials = yaml.safe_load(SMOKE.read_text())["optuna"]["n_trials"]
+    assert len(children) == n_trials
+    assert all(r["info"]["status"] != "RUNNING" for r in runs)
+    parent_id = parents[0]["info"]["run_id"]
+    for run in children:
+        tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+        params = {p["key"]: p["value"] for p in run["data"]["params"]}
+        assert tags["mlflow.parentRunId"] == parent_id and tags["study"] == "smoke"
+        assert run["info"]["run_name"] == f"trial-{int(tags['trial_number']):04d} {params['scheduler']}"
+        assert tags["state"] in ("COMPLETE", "PRUNED") and tags["scheduler"] == params["scheduler"]
+        for key in ("optimizer", "lr", "epochs", "batch_size", "seed", "dataset"):
+            assert key in params
+
+        def history(key: str, run: dict[str, Any] = run) -> list[tuple[int, float]]:
+            q = f"metrics/get-history?run_id={run['info']['run_id']}&metric_key={urllib.request.quote(key)}"
+            return sorted((int(m["step"]), float(m["value"])) for m in rest(mlflow_server, q)["metrics"])
+
+        val_loss = [v for _, v in history("val/loss")]
+        epochs = len(val_loss)
+        assert [s for s, _ in history("val/accuracy")] == list(range(epochs))
+        assert len(history("train/loss")) == epochs and len(history("test/accuracy")) == 1
+        # The schedule rebuilt from the run's params alone (derived arguments included) ...
+        args = {
+            k.removeprefix("scheduler."): parse_value(v)
+            for k, v in params.items()
+            if k.startswith("scheduler.")
+        }
+        family = schedules.SCHEDULES[params["scheduler"]]
+        assert set(args) == set(family.args)
+        steps_per_epoch = -(-341 // int(params["batch_size"]))  # 341 training rows
+        expected, _ = schedules.preview(
+            params["scheduler"],
+            args,
+            lr=float(params["lr"]),
+            epochs=int(params["epochs"]),
+            steps_per_epoch=steps_per_epoch,
+            val_losses=val_loss,
+        )
+        # ... equals the logged lr curve at every optimizer step.
+        logged = expand_curve(history("lr"))
+        assert len(logged) == epochs * steps_per_epoch
+        assert logged == pytest.approx(expected[: len(logged)], rel=1e-12)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out_dir = tmp_path_factory.mktemp("smoke")
+    assert main(["study", str(SMOKE), "--output", str(out_dir)]) == 0
+    return out_dir
+
+
+LEADERBOARD_COLUMNS = {
+    "number",
+    "state",
+    "scheduler",
+    "optimizer",
+    "lr",
+    "seed",
+    "value",
+    "best_val_accuracy",
+    "final_val_accuracy",
+    "test_accuracy",
+    "test_loss",
+    "epochs_run",
+    "seconds",
+    "mlflow_run_id",
+    "failure",
+}
+SCHEDULER_COLUMNS = {
+    "scheduler",
+    "trials",
+    "complete",
+    "pruned",
+    "failed",
+    "best_val_accuracy",
+    "best_trial",
+    "test_accuracy",
+    "median_val_accuracy",
+    "rank",
+}
+
+
+def test_leaderboards_load_and_export_reproduces_them(smoke_run: Path) -> None:
+    board = pd.read_csv(smoke_run / "smoke" / "leaderboard.csv")
+    table = pd.read_csv(smoke_run / "smoke" / "schedulers.csv")
+    assert set(board.columns) >= LEADERBOARD_COLUMNS and set(table.columns) >= SCHEDULER_COLUMNS
+    assert len(board) == 6 and board["number"].is_unique
+    sampled = {c for c in board.columns if "." in c}
+    assert sampled and all(c.split(".")[0] in schedules.SCHEDULES for c in sampled)
+    assert board["mlflow_run_id"].str.len().eq(32).all()
+    assert table["trials"].sum() == len(board) and table["rank"].min() == 1
+    best = table.iloc[0]
+    assert best["best_val_accuracy"] == board[board["scheduler"] == best["scheduler"]]["value"].max()
+    # export rebuilds both from storage, without training
+    before = {
+        name: (smoke_run / "smoke" / name).read_bytes() for name in ("leaderboard.csv", "schedulers.csv")
+    }
+    for name in before:
+        (smoke_run / "smoke" / name).unlink()
+    assert main(["export", str(SMOKE), "--output", str(smoke_run)]) == 0
+    for name, content in before.items():
+        assert (smoke_run / "smoke" / name).read_bytes() == content
+
+
+def test_rerun_resumes_to_the_asked_total(smoke_run: Path) -> None:
+    loc = Locations.resolve(config.load(SMOKE), output=str(smoke_run))
+    first = load_trials(config.load(SMOKE), loc).records
+    assert main(["study", str(SMOKE), "--output", str(smoke_run), "--n-trials", "8"]) == 0
+    after = load_trials(config.load(SMOKE), loc).records
+    assert len(after) == 8 and after[:6] == first
+    assert {r["number"]: r["params"] for r in after[6:]} != {r["number"]: r["params"] for r in first[:2]}
+    assert main(["study", str(SMOKE), "--output", str(smoke_run), "--n-trials", "8"]) == 0
+    assert len(load_trials(config.load(SMOKE), loc).records) == 8  # nothing left to run
+
+
+def test_changed_definition_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    study = write_study(tmp_path, optuna__n_trials=1)
+    assert main(["study", str(study), "--output", str(tmp_path / "out")]) == 0
+    changed = write_study(tmp_path, optuna__n_trials=1, training__epochs=3)
+    capsys.readouterr()
+    assert main(["study", str(changed), "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "training.epochs: 4 -> 3" in err[-1] and "new name" in err[-1]
+
+
+def test_diverged_trial_is_pruned_with_its_reason(tmp_path: Path) -> None:
+    study = write_study(
+        tmp_path, training__lr=1.0e4, training__optimizer="sgd", schedulers=["constant"], optuna__n_trials=2
+    )
+    assert main(["study", str(study), "--output", str(tmp_path)]) == 0
+    board = pd.read_csv(tmp_path / "smoke" / "leaderboard.csv")
+    assert (board["state"] == "PRUNED").all()
+    assert board["failure"].str.startswith("diverged: non-finite loss at step").all()
+    assert board["value"].isna().all()
+
+
+# --- killed and interrupted workers ----------------------------------------------------------------------
+
+
+def _optuna_states(study: Path, out: Path) -> list[tuple[str, dict[str, Any]]]:
+    cfg = config.load(study)
+    return [
+        (r["state"], r["user_attrs"])
+        for r in load_trials(cfg, Locations.resolve(cfg, output=str(out))).records
+    ]
+
+
+def _mlflow_runs(out: Path) -> list[Any]:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("smoke")
+    return list(client.search_runs([exp.experiment_id], max_results=1000))
+
+
+def _start_and_wait_for_a_running_trial(study: Path, out: Path) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [*LRBENCH, "study", str(study), "--output", str(out)],
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        if (out / "optuna.journal").exists():
+            states = _optuna_states(study, out)
+            # a trial past its start: it has an MLflow run and at least one finished trial before it
+            if sum(s == "COMPLETE" for s, _ in states) >= 1 and any(
+                s == "RUNNING" and "mlflow_run_id" in a for s, a in states
+            ):
+                return proc
+    proc.kill()
+    raise AssertionError("no trial was seen running")
+
+
+def _slow_study(tmp_path: Path) -> Path:
+    # Long enough trials (about a second each) to be caught in the middle.
+    return write_study(tmp_path, training__epochs=60, training__batch_size=16, optuna__n_trials=4)
+
+
+def test_kill_9_mid_trial_then_rerun_recovers(tmp_path: Path) -> None:
+    study, out = _slow_study(tmp_path), tmp_path / "out"
+    proc = _start_and_wait_for_a_running_trial(study, out)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    states = _optuna_states(study, out)
+    assert any(s == "RUNNING" for s, _ in states)  # what the dead process left behind
+    assert any(r.info.status == "RUNNING" for r in _mlflow_runs(out))
+
+    rerun = lrbench("study", study, "--output", out)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "closed 1 trial(s) left RUNNING by a process that died" in rerun.stderr
+    states = _optuna_states(study, out)
+    assert sum(s in ("COMPLETE", "PRUNED") for s, _ in states) == 4
+    failed = [a for s, a in states if s == "FAIL"]
+    assert len(failed) == 1 and "worker process died" in failed[0]["failure"]
+    runs = _mlflow_runs(out)
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    killed = [r for r in runs if r.info.run_id == failed[0]["mlflow_run_id"]]
+    assert killed[0].info.status == "KILLED"
+    assert sum(r.info.status == "FINISHED" for r in runs) == 4 + 1  # four trials and the parent
+
+
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path: Path) -> None:
+    study, out = _slow_study(tmp_path), tmp_path / "out"
+    proc = _start_and_wait_for_a_running_trial(study, out)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "run the same command again to resume" in err and "Traceback" not in err
+    states = _optuna_states(study, out)
+    assert "RUNNING" not in [s for s, _ in states]
+    assert [a["failure"] for s, a in states if s == "FAIL"] == ["interrupted by the user"]
+    runs = _mlflow_runs(out)
+    assert "RUNNING" not in [r.info.status for r in runs]
+    parent = next(r for r in runs if r.info.run_name == "study smoke")
+    assert parent.info.status == "KILLED"
+    assert sum(r.info.status == "KILLED" for r in runs) == 2  # the interrupted trial and the parent
+
+
+# --- bad definitions: exit 2, one line, nothing created ----------------------------------------------------
+
+
+BAD = [
+    ("not: [valid", "not valid YAML"),
+    ("name: x\ntrainin: {}\n", "trainin is not a known key"),
+    ("name: x\ntraining: {epochs: ten}\n", "training.epochs must be an integer, got 'ten'"),
+    ("name: x\ntraining: {lrr: 0.1}\n", "training.lrr is not a known key"),
+    ("name: x\nschedulers: [Cosine]\n", "schedulers.Cosine: unknown scheduler 'Cosine'"),
+    (
+        "name: x\nschedulers: {StepLR: {gama: [0.1, 0.5]}}\n",
+        "schedulers.StepLR.gama: StepLR has no argument 'gama'",
+    ),
+    (
+        "name: x\nschedulers: {StepLR: {gamma: [0.5, 0.1]}}\n",
+        "schedulers.StepLR.gamma: low <= high must hold",
+    ),
+    ("name: x\ntraining: {lr: {low: 0.1, high: 0.01}}\n", "training.lr: low <= high must hold"),
+    ("name: x\ntraining: {lr: 0}\n", "training.lr must be > 0"),
+    ("name: x\ntraining: {lr: -0.1}\n", "training.lr must be > 0"),
+    ("name: x\ntask: {dataset: mnist}\n", "task: unknown dataset 'mnist'"),
+    ("name: x\ntask: {csv: missing.csv, target: y}\n", "task: data file not found"),
+    ("name: x\noptuna: {sampler: bayes}\n", "optuna.sampler must be one of tpe, random"),
+    ("name: x\noptuna: {pruner: asha}\n", "optuna.pruner must be one of none, median"),
+    ("name: x\nobjective: {metric: f1}\n", "objective.metric must be one of val_accuracy, val_loss"),
+    ("- a list\n", "a study definition is a YAML mapping"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), BAD)
+def test_bad_definition_exits_2_with_one_line_and_creates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    out = tmp_path / "results"
+    assert main(["study", str(path), "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
+
+
+def test_missing_study_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["study", str(tmp_path / "nope.yaml")]) == 2
+    assert "study file not found" in capsys.readouterr().err
+
+
+def test_shipped_studies_are_valid() -> None:
+    for path in sorted((ROOT / "studies").glob("*.yaml")):
+        cfg = config.load(path)
+        assert cfg.name == path.stem
+    default = config.load(ROOT / "studies" / "breast_cancer.yaml")
+    assert set(default.schedulers) == set(schedules.SCHEDULES)
+    assert config.load(ROOT / "studies" / "digits.yaml").task.dataset == "digits"
