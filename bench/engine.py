@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -87,6 +87,7 @@ class TrialResult:
     stopped_early: bool = False  # on_epoch asked to stop (e.g. pruned)
     seconds: float = 0.0
     device: str = "cpu"
+    model: torch.nn.Module | None = field(default=None, repr=False)  # kept only when asked (tests)
 
     @property
     def best_val_accuracy(self) -> float:
@@ -98,11 +99,9 @@ class TrialResult:
 
     def summary(self) -> dict[str, Any]:
         """The scalar results (what ``lrbench train --json`` prints)."""
-        out = {
-            k: v
-            for k, v in asdict(self).items()
-            if k not in ("lrs", "train_loss", "val_loss", "val_accuracy")
-        }
+        skip = ("lrs", "train_loss", "val_loss", "val_accuracy", "model")
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in skip}
+        out["scheduler_args"] = dict(self.scheduler_args)
         out["val_accuracy"] = self.val_accuracy[-1] if self.val_accuracy else math.nan
         out["val_loss"] = self.val_loss[-1] if self.val_loss else math.nan
         out["best_val_accuracy"] = self.best_val_accuracy
@@ -143,6 +142,7 @@ def train(
     task: Task,
     cfg: TrainConfig,
     on_epoch: Callable[[EpochMetrics], bool | None] | None = None,
+    keep_model: bool = False,
 ) -> TrialResult:
     """Train one trial. A non-finite loss ends it as diverged (with the first bad step); ``on_epoch``
     returning True ends it early (``stopped_early``). Test metrics are computed for every trial that
@@ -213,4 +213,6 @@ def train(
     if not result.diverged:
         result.test_loss, result.test_accuracy = evaluate(model, task.x_test, task.y_test)
     result.seconds = time.perf_counter() - started
+    if keep_model:
+        result.model = model
     return result

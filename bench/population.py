@@ -1,0 +1,400 @@
+"""The population engine: K trials of one architecture and batch size trained at once, as one batched model.
+
+The reference trainer (:mod:`bench.engine`) stays the ground truth; a population member reproduces it for
+the same seed and settings (the contract tests check LR curves exactly and weights after 3 epochs to 1e-5).
+What is shared and what is each member's own:
+
+- Weights are stacked along a leading member axis and every layer is one ``baddbmm`` over the population.
+  Each member's loss depends on its own weights only, so one backward pass gives every member its own
+  gradient.
+- Each member keeps its **own real torch scheduler**, built by the registry on a one-parameter proxy of the
+  member's optimizer (same class and hyperparameters). Schedules that do not depend on the validation loss
+  are stepped through the whole run up front, exactly as a training loop would step them, and give a
+  table of the LR (and momentum, for ``cycle_momentum``) each optimizer step uses. ReduceLROnPlateau
+  is stepped live, each epoch, with the member's own validation loss.
+- Each member has its own seed: initialisation (``torch.manual_seed(seed)`` then the same module build as
+  the reference) and batch order (its own generator, one permutation per epoch).
+- The optimizer update is torch's SGD-with-momentum / Adam / AdamW arithmetic written over the member axis,
+  with per-member LR, momentum and weight decay (torch's optimizers take one LR per parameter group, and
+  a group per member would cost K Python calls per step).
+- Members that diverge (non-finite loss) or that ``on_epoch`` stops (pruning) are frozen at the end of
+  that epoch: the population is compacted and they cost nothing more.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+from bench import schedules
+from bench.data import Task
+from bench.engine import OPTIMIZERS, EpochMetrics, TrainConfig, TrialResult
+from bench.errors import UserError
+from bench.model import ACTIVATIONS, build_mlp
+
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+
+
+def group_key(cfg: TrainConfig) -> tuple[object, ...]:
+    """Trials that can share one population: same architecture, batch size, run length and optimizer kind."""
+    return (cfg.model, cfg.batch_size, cfg.epochs, cfg.optimizer)
+
+
+def auto_population_size(task: Task, cfg: TrainConfig, cap: int | None = None) -> int:
+    """How many members to train at once: what fits in a quarter of the device's free memory, capped
+    (256 on CPU, where larger populations stop paying, 4096 on CUDA)."""
+    device = task.device
+    widths = [task.n_features, *cfg.model.hidden, max(1, task.n_classes if task.n_classes > 2 else 1)]
+    n_params = sum(a * b + b for a, b in itertools.pairwise(widths))
+    activations = (cfg.batch_size * 3 + len(task.y_val) + len(task.y_test)) * sum(widths)
+    per_member = 4 * (4 * n_params + 2 * activations)  # float32: weights, grad, two optimizer states
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        default_cap = 4096
+    else:
+        pages = os.sysconf("SC_AVPHYS_PAGES") if hasattr(os, "sysconf") else 2**20
+        free = pages * os.sysconf("SC_PAGE_SIZE")
+        default_cap = 256
+    return max(1, min(cap or default_cap, int(free * 0.25) // per_member))
+
+
+@dataclass
+class _Member:
+    index: int  # position in the caller's list
+    cfg: TrainConfig
+    family: schedules.Family
+    args: dict[str, object]
+    proxy: torch.optim.Optimizer
+    scheduler: schedules.Scheduler
+    generator: torch.Generator
+    result: TrialResult
+
+
+def _momentum_of(group: dict[str, object], optimizer: str) -> float:
+    if optimizer == "sgd":
+        return float(group["momentum"])  # type: ignore[arg-type]
+    return float(group["betas"][0])  # type: ignore[index]
+
+
+class Population:
+    """K members as stacked tensors. Built from TrainConfigs that share :func:`group_key`."""
+
+    def __init__(self, task: Task, cfgs: Sequence[TrainConfig]):
+        if not cfgs:
+            raise ValueError("a population needs at least one member")
+        keys = {group_key(c) for c in cfgs}
+        if len(keys) != 1:
+            raise ValueError(
+                f"population members must share architecture, batch size, epochs, optimizer: {keys}"
+            )
+        for c in cfgs:
+            c.check()
+        self.task = task
+        self.device = task.device
+        first = cfgs[0]
+        self.optimizer = first.optimizer
+        self.epochs = first.epochs
+        self.batch_size = first.batch_size
+        self.activation = ACTIVATIONS[first.model.activation]()
+        self.dropout = first.model.dropout
+        self.n_train = len(task.y_train)
+        self.steps_per_epoch = math.ceil(self.n_train / self.batch_size)
+        self.total_steps = self.epochs * self.steps_per_epoch
+
+        weights: list[list[torch.Tensor]] = []
+        biases: list[list[torch.Tensor]] = []
+        self.members: list[_Member] = []
+        lr_rows, mom_rows = [], []
+        for i, c in enumerate(cfgs):
+            torch.manual_seed(c.seed)  # as the reference trainer does, so initialisations match
+            mlp = build_mlp(task.n_features, task.n_classes, c.model)
+            linears = [m for m in mlp if isinstance(m, torch.nn.Linear)]
+            weights.append([m.weight.detach().t() for m in linears])  # (in, out): x @ W
+            biases.append([m.bias.detach().unsqueeze(0) for m in linears])
+            family = schedules.get(c.scheduler)
+            horizon = family.horizon(c.epochs, self.steps_per_epoch, c.lr)
+            args = family.resolve(c.scheduler_args, horizon)
+            proxy = OPTIMIZERS[c.optimizer](
+                [torch.zeros(1, requires_grad=True)], c.lr, c.momentum, c.weight_decay
+            )
+            scheduler = family.build(proxy, args, horizon)
+            member = _Member(
+                index=i,
+                cfg=c,
+                family=family,
+                args=args,
+                proxy=proxy,
+                scheduler=scheduler,
+                generator=torch.Generator(device=self.device).manual_seed(c.seed),
+                result=TrialResult(
+                    c.scheduler,
+                    args,
+                    [],
+                    [],
+                    [],
+                    [],
+                    steps_per_epoch=self.steps_per_epoch,
+                    device=str(self.device),
+                ),
+            )
+            self.members.append(member)
+            lrs, moms = self._schedule_table(member)
+            lr_rows.append(lrs)
+            mom_rows.append(moms)
+
+        def stack(rows: list[list[torch.Tensor]], j: int) -> torch.Tensor:
+            return torch.stack([r[j] for r in rows]).to(self.device).contiguous().requires_grad_()
+
+        self.weights = [stack(weights, j) for j in range(len(weights[0]))]
+        self.biases = [stack(biases, j) for j in range(len(biases[0]))]
+        # Per-step tables (K, total_steps); live-stepped members fill theirs epoch by epoch.
+        self.lr_table = torch.tensor(lr_rows, dtype=torch.float64)
+        self.mom_table = torch.tensor(mom_rows, dtype=torch.float64)
+        self.wd = torch.tensor([c.weight_decay for c in cfgs], dtype=torch.float32, device=self.device)
+        self.state: list[dict[str, torch.Tensor]] = [{} for _ in self.params]
+        self.step_count = 0
+
+    # --- schedules ---------------------------------------------------------------------------------------
+
+    def _schedule_table(self, m: _Member) -> tuple[list[float], list[float]]:
+        """The LR and momentum of every optimizer step, from the member's own torch scheduler, stepped
+        where a training loop steps it. Live-stepped (metric) families get their first epoch only."""
+        lrs: list[float] = []
+        moms: list[float] = []
+        group = m.proxy.param_groups[0]
+        epochs = 1 if m.family.needs_metric else self.epochs
+        for _ in range(epochs):
+            for _ in range(self.steps_per_epoch):
+                lrs.append(float(group["lr"]))
+                moms.append(_momentum_of(group, self.optimizer))
+                m.proxy.step()  # no gradient: a no-op that keeps torch's step-order check satisfied
+                if m.family.per_step:
+                    m.scheduler.step()
+            if not m.family.per_step and not m.family.needs_metric:
+                m.scheduler.step()
+        pad = self.total_steps - len(lrs)
+        return lrs + [math.nan] * pad, moms + [math.nan] * pad
+
+    def _step_live_schedules(self, epoch: int, val_losses: list[float]) -> None:
+        """ReduceLROnPlateau members: step on their own validation loss, then fill the next epoch's rows."""
+        nxt = slice((epoch + 1) * self.steps_per_epoch, (epoch + 2) * self.steps_per_epoch)
+        for row, m in enumerate(self.members):
+            if m.family.needs_metric:
+                schedules.step_scheduler(m.scheduler, m.family, val_losses[row])
+                if nxt.start < self.total_steps:
+                    group = m.proxy.param_groups[0]
+                    self.lr_table[row, nxt] = float(group["lr"])
+                    self.mom_table[row, nxt] = _momentum_of(group, self.optimizer)
+
+    # --- model -------------------------------------------------------------------------------------------
+
+    @property
+    def params(self) -> list[torch.Tensor]:
+        return [t for pair in zip(self.weights, self.biases, strict=True) for t in pair]
+
+    def forward(self, x: torch.Tensor, train: bool = True) -> torch.Tensor:
+        """x: (K, B, features) -> logits (K, B, outputs)."""
+        h = x
+        last = len(self.weights) - 1
+        for j, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            h = torch.baddbmm(b, h, w)
+            if j < last:
+                h = self.activation(h)
+                if train and self.dropout > 0:
+                    h = F.dropout(h, self.dropout)
+        return h
+
+    def _losses(self, logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-member mean loss (K,) and number correct (K,)."""
+        if logits.shape[-1] == 1:
+            z = logits.squeeze(-1)
+            loss = F.binary_cross_entropy_with_logits(z, y.to(z.dtype), reduction="none").mean(1)
+            correct = ((z >= 0).to(y.dtype) == y).sum(1)
+        else:
+            k, b, c = logits.shape
+            loss = (
+                F.cross_entropy(logits.reshape(k * b, c), y.reshape(k * b), reduction="none")
+                .view(k, b)
+                .mean(1)
+            )
+            correct = (logits.argmax(-1) == y).sum(1)
+        return loss, correct
+
+    @torch.no_grad()
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        k = self.weights[0].shape[0]
+        logits = self.forward(x.expand(k, *x.shape), train=False)
+        loss, correct = self._losses(logits, y.expand(k, *y.shape))
+        return loss, correct.to(torch.float64) / len(y)
+
+    # --- the optimizer update (torch's arithmetic over the member axis) ----------------------------------
+
+    @torch.no_grad()
+    def _update(self, lr: torch.Tensor, mom: torch.Tensor) -> None:
+        self.step_count += 1
+        step = self.step_count
+        for p, state in zip(self.params, self.state, strict=True):
+            shape = (-1,) + (1,) * (p.dim() - 1)
+            lr_k, mom_k, wd_k = lr.view(shape), mom.view(shape), self.wd.view(shape)
+            grad = p.grad
+            assert grad is not None
+            if self.optimizer == "sgd":
+                grad = grad + wd_k * p  # torch: grad.add(param, alpha=weight_decay)
+                buf = state.get("momentum_buffer")
+                if buf is None:
+                    buf = state["momentum_buffer"] = grad.clone()
+                else:
+                    buf.mul_(mom_k).add_(grad)  # dampening 0
+                p.sub_(lr_k * buf)
+                continue
+            if self.optimizer == "adamw":
+                p.mul_(1 - lr_k * wd_k)
+            else:
+                grad = grad + wd_k * p
+            if not state:
+                state["exp_avg"] = torch.zeros_like(p)
+                state["exp_avg_sq"] = torch.zeros_like(p)
+            exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+            beta2 = ADAM_BETAS[1]
+            exp_avg.lerp_(grad, 1 - mom_k)
+            exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            bias_correction1 = 1 - mom_k**step
+            bias_correction2_sqrt = math.sqrt(1 - beta2**step)
+            denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(ADAM_EPS)
+            p.sub_((lr_k / bias_correction1) * exp_avg / denom)
+
+    # --- freezing ----------------------------------------------------------------------------------------
+
+    def _keep(self, rows: list[int]) -> None:
+        """Compact the population to the given rows: frozen members stop costing compute."""
+        idx = torch.tensor(rows, device=self.device)
+        self.weights = [w.detach()[idx].requires_grad_() for w in self.weights]
+        self.biases = [b.detach()[idx].requires_grad_() for b in self.biases]
+        self.state = [{k: v[idx] for k, v in s.items()} for s in self.state]
+        cpu_idx = torch.tensor(rows)
+        self.lr_table, self.mom_table = self.lr_table[cpu_idx], self.mom_table[cpu_idx]
+        self.wd = self.wd[idx]
+        self.members = [self.members[r] for r in rows]
+
+    # --- training ----------------------------------------------------------------------------------------
+
+    def train(self, on_epoch: Callable[[int, EpochMetrics], bool | None] | None = None) -> list[TrialResult]:
+        """Train every member; ``on_epoch(member_index, metrics)`` returning True freezes that member."""
+        started = time.perf_counter()
+        results = [m.result for m in self.members]
+        x_train, y_train = self.task.x_train, self.task.y_train
+        dev = self.device
+        for epoch in range(self.epochs):
+            if not self.members:
+                break
+            k = len(self.members)
+            order = torch.stack(
+                [torch.randperm(self.n_train, generator=m.generator, device=dev) for m in self.members]
+            )
+            first = epoch * self.steps_per_epoch
+            lrs = self.lr_table[:, first : first + self.steps_per_epoch]
+            lr_dev = lrs.to(device=dev, dtype=torch.float32)
+            mom_dev = self.mom_table[:, first : first + self.steps_per_epoch].to(
+                device=dev, dtype=torch.float32
+            )
+            step_losses = torch.empty(self.steps_per_epoch, k, device=dev)
+            weights = torch.empty(self.steps_per_epoch, device=dev)
+            for i in range(self.steps_per_epoch):
+                idx = order[:, i * self.batch_size : (i + 1) * self.batch_size]
+                loss, _ = self._losses(self.forward(x_train[idx]), y_train[idx])
+                loss.sum().backward()  # member k's loss depends on member k's weights only
+                self._update(lr_dev[:, i], mom_dev[:, i])
+                for p in self.params:
+                    p.grad = None
+                step_losses[i] = loss.detach()
+                weights[i] = idx.shape[1]
+
+            # One host sync per epoch: divergence, train / validation metrics.
+            finite = torch.isfinite(step_losses).all(0)
+            train_loss = (step_losses * weights[:, None]).sum(0) / self.n_train
+            val_loss, val_acc = self.evaluate(self.task.x_val, self.task.y_val)
+            finite_l, train_l = finite.tolist(), train_loss.tolist()
+            val_loss_l, val_acc_l = val_loss.tolist(), val_acc.tolist()
+            lr_lists = lrs.tolist()
+            bad_steps = None
+            keep: list[int] = []
+            for row, m in enumerate(self.members):
+                r = m.result
+                r.lrs.extend(lr_lists[row])
+                r.epochs_run = epoch + 1
+                if not finite_l[row] or not math.isfinite(val_loss_l[row]):
+                    if bad_steps is None:
+                        bad_steps = (~torch.isfinite(step_losses)).cpu()
+                    bad = bad_steps[:, row].nonzero()
+                    r.diverged = True
+                    r.diverged_step = first + (int(bad[0]) if len(bad) else self.steps_per_epoch - 1)
+                    continue
+                r.train_loss.append(train_l[row])
+                r.val_loss.append(val_loss_l[row])
+                r.val_accuracy.append(val_acc_l[row])
+                metrics = EpochMetrics(epoch, train_l[row], val_loss_l[row], val_acc_l[row])
+                if on_epoch is not None and on_epoch(m.index, metrics):
+                    r.stopped_early = True
+                keep.append(row)
+            self._step_live_schedules(epoch, val_loss_l)
+            done = [row for row in keep if self.members[row].result.stopped_early]
+            if done:
+                self._finish([row for row in done])
+            keep = [row for row in keep if row not in done]
+            if len(keep) < len(self.members):
+                self._keep(keep)
+        if self.members:
+            self._finish(list(range(len(self.members))))
+        elapsed = time.perf_counter() - started
+        for r in results:
+            r.seconds = elapsed / len(results)  # the population's time, shared evenly
+        return results
+
+    def _finish(self, rows: list[int]) -> None:
+        """Test metrics for members that end here (complete or stopped early)."""
+        if not rows:
+            return
+        loss, acc = self.evaluate(self.task.x_test, self.task.y_test)
+        loss_l, acc_l = loss.tolist(), acc.tolist()
+        for row in rows:
+            r = self.members[row].result
+            r.test_loss, r.test_accuracy = loss_l[row], acc_l[row]
+
+    def member_weights(self, index: int) -> list[torch.Tensor]:
+        """Member ``index`` (caller's numbering) weights in nn.Linear layout: [W1 (out, in), b1, W2, ...]."""
+        row = next(r for r, m in enumerate(self.members) if m.index == index)
+        out: list[torch.Tensor] = []
+        for w, b in zip(self.weights, self.biases, strict=True):
+            out += [w[row].detach().t(), b[row].detach().squeeze(0)]
+        return out
+
+
+def train_population(
+    task: Task,
+    cfgs: Sequence[TrainConfig],
+    on_epoch: Callable[[int, EpochMetrics], bool | None] | None = None,
+) -> list[TrialResult]:
+    """Train many trials at once, grouped into populations by :func:`group_key`; results in input order."""
+    results: list[TrialResult | None] = [None] * len(cfgs)
+    groups: dict[tuple[object, ...], list[int]] = {}
+    for i, c in enumerate(cfgs):
+        groups.setdefault(group_key(c), []).append(i)
+    for indices in groups.values():
+        pop = Population(task, [cfgs[i] for i in indices])
+
+        def hook(j: int, m: EpochMetrics, indices: list[int] = indices) -> bool | None:
+            return on_epoch(indices[j], m) if on_epoch is not None else None
+
+        for j, r in enumerate(pop.train(hook)):
+            results[indices[j]] = r
+    if any(r is None for r in results):  # pragma: no cover
+        raise UserError("population training lost a trial")
+    return [r for r in results if r is not None]

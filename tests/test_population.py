@@ -1,0 +1,118 @@
+"""The population engine against the reference trainer: a contract test over the whole registry."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from bench.data import Task
+from bench.engine import OPTIMIZERS, TrainConfig, train
+from bench.model import ModelConfig
+from bench.population import Population, auto_population_size, group_key, train_population
+from bench.schedules import SCHEDULES
+
+FAMILIES = sorted(SCHEDULES)
+
+
+# Patience 0 and a 10 % relative threshold: ReduceLROnPlateau reduces whenever the loss improves less.
+PLATEAU = {"patience": 0, "threshold": 0.1}
+
+
+def _cfgs(optimizer: str, epochs: int, lr: float) -> list[TrainConfig]:
+    """One member per family, each with its own seed; weight decay too, so that it is exercised."""
+    return [
+        TrainConfig(
+            scheduler=name,
+            scheduler_args=PLATEAU if name == "ReduceLROnPlateau" else {},
+            optimizer=optimizer,
+            lr=lr,
+            weight_decay=1e-3,
+            epochs=epochs,
+            batch_size=32,
+            seed=100 + i,
+        )
+        for i, name in enumerate(FAMILIES)
+    ]
+
+
+def _max_rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Largest difference relative to the tensor's scale (elementwise relative error means little near 0)."""
+    return float((a - b).abs().max() / b.abs().max())
+
+
+LRS = {"sgd": 0.05, "adam": 3e-3, "adamw": 3e-3}
+
+
+@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
+def test_members_match_the_reference_trainer(breast_cancer: Task, optimizer: str) -> None:
+    cfgs = _cfgs(optimizer, epochs=3, lr=LRS[optimizer])
+    pop = Population(breast_cancer, cfgs)
+    results = pop.train()
+    for i, (cfg, got) in enumerate(zip(cfgs, results, strict=True)):
+        ref = train(breast_cancer, cfg, keep_model=True)
+        assert got.lrs == ref.lrs, cfg.scheduler  # identical LR at every step
+        assert got.scheduler_args == ref.scheduler_args
+        assert ref.model is not None
+        ref_weights = [p.detach() for p in ref.model.parameters()]
+        for mine, theirs in zip(pop.member_weights(i), ref_weights, strict=True):
+            assert _max_rel(mine, theirs) <= 1e-5, (cfg.scheduler, _max_rel(mine, theirs))
+        assert got.val_loss == pytest.approx(ref.val_loss, rel=1e-4)
+        assert got.test_accuracy == pytest.approx(ref.test_accuracy, abs=1 / len(breast_cancer.y_test) + 1e-9)
+
+
+def test_lr_curves_match_over_a_longer_run_with_plateau_reductions(tiny_task: Task) -> None:
+    cfgs = _cfgs("sgd", epochs=12, lr=0.05)
+    results = train_population(tiny_task, cfgs)
+    for cfg, got in zip(cfgs, results, strict=True):
+        ref = train(tiny_task, cfg)
+        assert got.lrs == ref.lrs, cfg.scheduler
+    plateau = results[FAMILIES.index("ReduceLROnPlateau")]
+    assert len(set(plateau.lrs)) > 1  # it did reduce, on its own validation loss
+
+
+def test_pruned_and_diverged_members_are_frozen_and_the_rest_go_on(breast_cancer: Task) -> None:
+    cfgs = [
+        TrainConfig(scheduler="StepLR", optimizer="sgd", lr=0.01, epochs=6, seed=1),
+        TrainConfig(scheduler="constant", optimizer="sgd", lr=1e4, epochs=6, seed=0),  # diverges
+        TrainConfig(scheduler="OneCycleLR", optimizer="sgd", lr=0.01, epochs=6, seed=3),  # pruned at epoch 1
+    ]
+    seen: list[tuple[int, int]] = []
+
+    def hook(i: int, m: object) -> bool:
+        seen.append((i, m.epoch))  # type: ignore[attr-defined]
+        return i == 2 and m.epoch == 1  # type: ignore[attr-defined]
+
+    ok, bad, pruned = train_population(breast_cancer, cfgs, hook)
+    assert (
+        bad.diverged
+        and bad.diverged_step is not None
+        and bad.epochs_run == 1
+        and math.isnan(bad.test_accuracy)
+    )
+    assert pruned.stopped_early and pruned.epochs_run == 2 and not math.isnan(pruned.test_accuracy)
+    assert ok.epochs_run == 6 and len(ok.lrs) == 6 * ok.steps_per_epoch and not ok.diverged
+    assert bad.diverged_step == train(breast_cancer, cfgs[1]).diverged_step
+    assert (1, 0) not in seen and [e for i, e in seen if i == 2] == [0, 1]
+    # the survivor is unaffected by the others: the reference trainer gives the same curve
+    ref = train(breast_cancer, cfgs[0])
+    assert ok.val_loss == pytest.approx(ref.val_loss, rel=1e-4)
+
+
+def test_mixed_configs_are_grouped_into_populations(tiny_task: Task) -> None:
+    cfgs = [
+        TrainConfig(optimizer="adam", epochs=2, batch_size=32, seed=1),
+        TrainConfig(optimizer="sgd", lr=0.05, epochs=2, batch_size=32, seed=2),
+        TrainConfig(optimizer="adam", epochs=2, batch_size=16, seed=3, model=ModelConfig(hidden=(8,))),
+    ]
+    assert len({group_key(c) for c in cfgs}) == 3
+    results = train_population(tiny_task, cfgs)
+    for cfg, got in zip(cfgs, results, strict=True):
+        assert got.val_loss == pytest.approx(train(tiny_task, cfg).val_loss, rel=1e-4)
+
+
+def test_auto_population_size(breast_cancer: Task) -> None:
+    k = auto_population_size(breast_cancer, TrainConfig())
+    assert 1 <= k <= 256
+    assert auto_population_size(breast_cancer, TrainConfig(), cap=8) == 8
