@@ -60,6 +60,8 @@ class TrainingSection:
     batch_size: int = 32
     device: str = "auto"
     seed: int = 0  # trial n trains with seed + n
+    engine: str = "population"  # or "reference": one trial at a time (the ground truth)
+    population_size: int = 0  # trials trained at once by the population engine; 0: automatic
 
 
 @dataclass(frozen=True)
@@ -100,9 +102,10 @@ class StudyConfig:
     def comparable(self) -> dict[str, Any]:
         """The parts that must not change for results to stay comparable when a study resumes."""
         plain = dataclasses.asdict(self)
-        return {key: plain[key] for key in ("task", "model", "training", "schedulers", "objective")} | {
-            "direction": self.direction
-        }
+        out = {key: plain[key] for key in ("task", "model", "training", "schedulers", "objective")}
+        # How trials are batched does not change what they compute (the engines' contract tests).
+        out["training"] = {k: v for k, v in out["training"].items() if k not in ("engine", "population_size")}
+        return out | {"direction": self.direction}
 
     def to_yaml(self) -> str:
         plain = _plain(dataclasses.asdict(self))
@@ -231,6 +234,10 @@ def _check_training(t: TrainingSection) -> None:
     for name in ("epochs", "batch_size"):
         if getattr(t, name) < 1:
             raise UserError(f"training.{name} must be at least 1, got {getattr(t, name)}")
+    if t.engine not in ("population", "reference"):
+        raise UserError(f"training.engine must be population or reference, got {t.engine!r}")
+    if t.population_size < 0:
+        raise UserError(f"training.population_size must be >= 0 (0: automatic), got {t.population_size}")
 
 
 def _schedulers(raw: Any) -> dict[str, dict[str, Any]]:

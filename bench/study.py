@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import torch
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
@@ -28,7 +29,8 @@ from optuna.trial import TrialState
 from bench import schedules
 from bench.config import FloatRange, StudyConfig
 from bench.data import Task, load_task
-from bench.engine import EpochMetrics, TrainConfig, TrialResult, resolve_device, train
+from bench.engine import OPTIMIZERS, EpochMetrics, TrainConfig, TrialResult, resolve_device, train
+from bench.population import auto_population_size, train_population
 from bench.errors import UserError
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -386,6 +388,7 @@ def run_study(
     tracker.log_parent_artifacts([], {"study.yaml": cfg.to_yaml()})
 
     me = worker_id()
+    batch = population_size(cfg, task, target)
     progress = _Progress(target, _counted(study), cfg.name)
     outcome = Outcome(study, ran=0)
     failures = 0
@@ -401,25 +404,37 @@ def run_study(
             sampler = study.sampler
             if isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study):
                 break
-            frozen = _run_one(cfg, study, tracker, task, steps_per_epoch, me)
-            outcome.ran += 1
-            if frozen.state == TrialState.FAIL:
-                failures += 1
-                if failures >= cfg.optuna.max_failures:
-                    raise UserError(
-                        f"{failures} trials failed in this run "
-                        f"(last: {frozen.user_attrs.get('failure')}); stopping"
-                    )
-            best = _best_value(study)
-            progress.update(_trial_line(frozen, cfg), best)
-            if on_trial is not None:
-                on_trial(frozen)
+            k = min(batch, target - _counted(study) - running_elsewhere)
+            for frozen in _run_batch(cfg, study, tracker, task, steps_per_epoch, me, k):
+                outcome.ran += 1
+                if frozen.state == TrialState.FAIL:
+                    failures += 1
+                progress.update(_trial_line(frozen, cfg), _best_value(study))
+                if on_trial is not None:
+                    on_trial(frozen)
+            if failures >= cfg.optuna.max_failures:
+                raise UserError(f"{failures} trials failed in this run (see their `failure`); stopping")
     except KeyboardInterrupt:
         outcome.interrupted = True
-    finally:
+    except BaseException:
         progress.close()
-        tracker.close_parent("KILLED" if outcome.interrupted else "FINISHED")
+        tracker.close_parent("FAILED")
+        raise
+    progress.close()
+    tracker.close_parent("KILLED" if outcome.interrupted else "FINISHED")
     return outcome
+
+
+def population_size(cfg: StudyConfig, task: Task, target: int) -> int:
+    """Trials asked and trained at once. The reference engine trains one at a time. The population engine
+    takes the study's setting, or else what fits the device, but no more than an eighth of the study, so
+    that the sampler learns from at least eight rounds of results."""
+    if cfg.training.engine != "population":
+        return 1
+    if cfg.training.population_size:
+        return cfg.training.population_size
+    fits = auto_population_size(task, train_config(cfg, TrialSpec(0, "constant", {}, "adam", 1e-3, 0)))
+    return max(1, min(fits, math.ceil(target / 8)))
 
 
 def _best_value(study: optuna.Study) -> float | None:
@@ -436,32 +451,98 @@ def _trial_line(t: optuna.trial.FrozenTrial, cfg: StudyConfig) -> str:
     return f"trial {t.number} {t.params.get('scheduler', '?')}: {t.state.name} {value}"
 
 
-def _run_one(
-    cfg: StudyConfig, study: optuna.Study, tracker: Any, task: Task, steps_per_epoch: int, me: str
-) -> optuna.trial.FrozenTrial:
-    trial = study.ask()
-    trial.set_user_attr("worker", me)
-    run_id: str | None = None
-    spec: TrialSpec | None = None
+def _message(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
+def _check_spec(spec: TrialSpec, steps_per_epoch: int, epochs: int) -> None:
+    """Build the trial's schedule on a stand-in optimizer: bad arguments fail this trial alone, before a
+    population is formed."""
+    family = schedules.get(spec.scheduler)
+    horizon = family.horizon(epochs, steps_per_epoch, spec.lr)
+    proxy = OPTIMIZERS[spec.optimizer]([torch.zeros(1, requires_grad=True)], spec.lr, 0.9, 0.0)
+    family.build(proxy, family.resolve(spec.scheduler_args, horizon), horizon)
+
+
+def _reporter(cfg: StudyConfig, trial: optuna.Trial) -> Callable[[EpochMetrics], bool]:
+    """Per-epoch hook: report the objective's metric to Optuna and ask its pruner."""
+    use_accuracy = cfg.objective.metric == "val_accuracy"
+    prunes = cfg.optuna.pruner != "none"
+
+    def report(m: EpochMetrics) -> bool:
+        trial.report(m.val_accuracy if use_accuracy else m.val_loss, m.epoch)
+        return prunes and trial.should_prune()
+
+    return report
+
+
+def _run_batch(
+    cfg: StudyConfig, study: optuna.Study, tracker: Any, task: Task, steps_per_epoch: int, me: str, k: int
+) -> list[optuna.trial.FrozenTrial]:
+    """Ask k trials, train them (one population, or one by one with the reference engine), tell them."""
+    asked = [study.ask() for _ in range(k)]
+    started: list[tuple[optuna.Trial, TrialSpec, str]] = []
+    told: list[int] = []
     try:
-        spec = sample(trial, cfg, steps_per_epoch)
-        run_id = tracker.start_trial(cfg.name, trial.number, spec.scheduler)
-        trial.set_user_attr("mlflow_run_id", run_id)
-
-        def report(m: EpochMetrics) -> bool:
-            value = m.val_accuracy if cfg.objective.metric == "val_accuracy" else m.val_loss
-            trial.report(value, m.epoch)
-            return trial.should_prune()
-
-        result = train(task, train_config(cfg, spec), on_epoch=report)
+        for trial in asked:
+            trial.set_user_attr("worker", me)
+            try:
+                spec = sample(trial, cfg, steps_per_epoch)
+                _check_spec(spec, steps_per_epoch, cfg.training.epochs)
+            except Exception as exc:  # this trial's own problem: it fails alone
+                _fail(study, tracker, trial, None, _message(exc), "FAIL")
+                told.append(trial.number)
+                continue
+            run_id = tracker.start_trial(cfg.name, trial.number, spec.scheduler)
+            trial.set_user_attr("mlflow_run_id", run_id)
+            started.append((trial, spec, run_id))
+        results = _train(cfg, task, started)
     except KeyboardInterrupt:
-        _fail(study, tracker, trial, run_id, "interrupted by the user", "KILLED")
+        for trial in asked:
+            if trial.number not in told:
+                run_id = next((r for t, _, r in started if t is trial), None)
+                _fail(study, tracker, trial, run_id, "interrupted by the user", "KILLED")
         raise
-    except Exception as exc:  # one trial's error never loses the others
-        message = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        _fail(study, tracker, trial, run_id, message, "FAIL")
-        return study.get_trials(deepcopy=False)[trial.number]
+    for (trial, spec, run_id), result in zip(started, results, strict=True):
+        if isinstance(result, BaseException):
+            _fail(study, tracker, trial, run_id, _message(result), "FAIL")
+        else:
+            _finish(cfg, study, tracker, trial, spec, run_id, result)
+    frozen = study.get_trials(deepcopy=False)
+    return [frozen[t.number] for t in asked]
 
+
+def _train(
+    cfg: StudyConfig, task: Task, started: list[tuple[optuna.Trial, TrialSpec, str]]
+) -> list[TrialResult | Exception]:
+    """Train the started trials; an exception is returned in the place of the trial it belongs to."""
+    if not started:
+        return []
+    hooks = [_reporter(cfg, trial) for trial, _, _ in started]
+    cfgs = [train_config(cfg, spec) for _, spec, _ in started]
+    if cfg.training.engine == "population":
+        try:
+            return list(train_population(task, cfgs, on_epoch=lambda i, m: hooks[i](m)))
+        except Exception as exc:  # an error that is no single trial's: the batch fails, the study goes on
+            return [exc for _ in started]
+    out: list[TrialResult | Exception] = []
+    for c, hook in zip(cfgs, hooks, strict=True):
+        try:
+            out.append(train(task, c, on_epoch=hook))
+        except Exception as exc:  # one trial's error never loses the others
+            out.append(exc)
+    return out
+
+
+def _finish(
+    cfg: StudyConfig,
+    study: optuna.Study,
+    tracker: Any,
+    trial: optuna.Trial,
+    spec: TrialSpec,
+    run_id: str,
+    result: TrialResult,
+) -> None:
     attrs: dict[str, Any] = {
         "optimizer": spec.optimizer,  # also when fixed (then it is no Optuna parameter)
         "lr": spec.lr,
@@ -488,10 +569,8 @@ def _run_one(
         state, value = TrialState.COMPLETE, _objective(cfg, result)
     for key, val in attrs.items():
         trial.set_user_attr(key, None if isinstance(val, float) and math.isnan(val) else val)
-    assert run_id is not None and spec is not None
     tracker.finish_trial(run_id, state.name, mlflow_params(cfg, spec, result), result, failure)
     study.tell(trial, value, state=state)
-    return study.get_trials(deepcopy=False)[trial.number]
 
 
 def _fail(
