@@ -34,15 +34,15 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-# Parameters and gradients are row views of flat buffers (see Population._set_flat); autograd notes that
-# their strides differ from a fresh tensor's. Accumulation into them is correct, and measured faster.
-warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
-
 from bench import schedules
 from bench.data import Task
 from bench.engine import OPTIMIZERS, EpochMetrics, TrainConfig, TrialResult
 from bench.errors import UserError
 from bench.model import ACTIVATIONS, build_mlp
+
+# Parameters and gradients are row views of flat buffers (see Population._set_flat); autograd notes that
+# their strides differ from a fresh tensor's. Accumulation into them is correct, and measured faster.
+warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
 
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
@@ -157,7 +157,9 @@ class Population:
 
         # All of a member's parameters live in one row of a flat (K, P) buffer, and so do their gradients:
         # the optimizer update is a dozen whole-buffer operations instead of a dozen per layer.
-        per_member = [[t for pair in zip(w, b, strict=True) for t in pair] for w, b in zip(weights, biases, strict=True)]
+        per_member = [
+            [t for pair in zip(w, b, strict=True) for t in pair] for w, b in zip(weights, biases, strict=True)
+        ]
         self.shapes = [tuple(t.shape) for t in per_member[0]]
         flat = torch.stack([torch.cat([t.reshape(-1) for t in row]) for row in per_member])
         self._set_flat(flat.to(self.device), {})
@@ -301,9 +303,9 @@ class Population:
 
     def _keep(self, rows: list[int]) -> None:
         """Compact the population to the given rows: frozen members stop costing compute."""
-        idx = torch.tensor(rows, device=self.device)
+        idx = torch.tensor(rows, dtype=torch.long, device=self.device)
         self._set_flat(self.flat[idx], {k: v[idx] for k, v in self.state.items()})
-        cpu_idx = torch.tensor(rows)
+        cpu_idx = torch.tensor(rows, dtype=torch.long)
         self.lr_table, self.mom_table = self.lr_table[cpu_idx], self.mom_table[cpu_idx]
         self.wd = self.wd[idx]
         self.members = [self.members[r] for r in rows]

@@ -30,8 +30,8 @@ from bench import schedules
 from bench.config import FloatRange, StudyConfig
 from bench.data import Task, load_task
 from bench.engine import OPTIMIZERS, EpochMetrics, TrainConfig, TrialResult, resolve_device, train
-from bench.population import auto_population_size, train_population
 from bench.errors import UserError
+from bench.population import auto_population_size, train_population
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # Samplers that cannot handle conditional spaces (CMA-ES, QMC) fall back to independent sampling for the
@@ -125,7 +125,10 @@ def _sampler(cfg: StudyConfig, resumed_at: int = 0) -> optuna.samplers.BaseSampl
     o = cfg.optuna
     seed = None if o.seed is None else o.seed + resumed_at
     if o.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
+        multivariate = o.multivariate
+        return optuna.samplers.TPESampler(
+            seed=seed, multivariate=multivariate, group=multivariate, constant_liar=True
+        )
     if o.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if o.sampler == "qmc":
@@ -298,8 +301,8 @@ def open_study(cfg: StudyConfig, loc: Locations) -> optuna.Study:
 
 
 def reclaim(study: optuna.Study, tracker: Any) -> int:
-    """Close what a killed process left behind: its RUNNING trials become FAIL, and MLflow runs still
-    RUNNING get their trial's state (KILLED for a trial that died). Trials of live workers are left alone."""
+    """Close what a killed process left behind: its RUNNING trials become FAIL (trials of live workers are
+    left alone), and the writer then closes the MLflow runs still RUNNING to match (in the background)."""
     closed = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if worker_alive(trial.user_attrs.get("worker")) is False:
@@ -307,16 +310,11 @@ def reclaim(study: optuna.Study, tracker: Any) -> int:
             study._storage.set_trial_user_attr(trial._trial_id, "failure", "worker process died (killed?)")
             study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
             closed += 1
-    by_number = {str(t.number): t for t in study.get_trials(deepcopy=False)}
-    for run_id, number in tracker.running_trial_runs().items():
-        owner = by_number.get(number)
-        if owner is not None and owner.state == TrialState.RUNNING:
-            continue  # a live worker's trial (dead workers' trials were failed above)
-        if owner is None or owner.user_attrs.get("mlflow_run_id") != run_id:
-            tracker.close_run(run_id, "KILLED", "orphaned run: no trial owns it")
-            continue
-        state = "KILLED" if owner.state == TrialState.FAIL else owner.state.name
-        tracker.close_run(run_id, state, owner.user_attrs.get("failure"))
+    trials = {
+        str(t.number): (t.state.name, t.user_attrs.get("mlflow_run_id"), t.user_attrs.get("failure"))
+        for t in study.get_trials(deepcopy=False)
+    }
+    tracker.submit("close_orphans", trials)
     return closed
 
 
@@ -344,11 +342,14 @@ class _Progress:
                 total=total, initial=done, desc=name, unit="trial", file=sys.stderr, dynamic_ncols=True
             )
 
-    def update(self, line: str, best: float | None) -> None:
-        self.done += 1
+    def update(self, line: str, best: float | None, counted: bool) -> None:
+        """One finished trial; only COMPLETE and PRUNED ones count towards the total."""
+        self.done += counted
         if self.bar is not None:
             self.bar.set_postfix_str(f"best {best:.4f}" if best is not None else "", refresh=False)
-            self.bar.update(1)
+            self.bar.update(int(counted))
+            if not counted:
+                self.bar.write(line, file=sys.stderr)
             return
         elapsed = time.perf_counter() - self.started
         print(
@@ -369,7 +370,7 @@ def run_study(
     on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None,
 ) -> Outcome:
     """Run (or resume) a study until COMPLETE + PRUNED trials reach n_trials, or the timeout."""
-    from bench.tracking import Tracker
+    from bench.tracking import AsyncTracker
 
     target = n_trials or cfg.optuna.n_trials
     device = resolve_device(cfg.training.device)
@@ -377,15 +378,34 @@ def run_study(
     steps_per_epoch = math.ceil(len(task.y_train) / cfg.training.batch_size)
 
     study = open_study(cfg, loc)
-    tracker = Tracker(loc.tracking_uri, cfg.name)
+    tracker = AsyncTracker(loc.tracking_uri, cfg.name, loc.root / "spool" / cfg.name)
+    try:
+        return _run(cfg, loc, study, tracker, task, steps_per_epoch, target, on_trial)
+    finally:
+        tracker.close()
+
+
+def _run(
+    cfg: StudyConfig,
+    loc: Locations,
+    study: optuna.Study,
+    tracker: Any,
+    task: Task,
+    steps_per_epoch: int,
+    target: int,
+    on_trial: Callable[[optuna.trial.FrozenTrial], None] | None,
+) -> Outcome:
+    replayed = tracker.replay_spool()
+    if replayed:
+        print(f"sent {replayed} trial(s) to MLflow that a killed process had spooled", file=sys.stderr)
     reclaimed = reclaim(study, tracker)
     if reclaimed:
         print(f"closed {reclaimed} trial(s) left RUNNING by a process that died", file=sys.stderr)
+    # The writer opens the parent run while the first trials are sampled and trained.
     parent = tracker.open_parent(
         cfg.name, study.user_attrs.get("mlflow_parent_run_id"), {"n_trials": target, "dataset": cfg.task.name}
     )
-    study.set_user_attr("mlflow_parent_run_id", parent)
-    tracker.log_parent_artifacts([], {"study.yaml": cfg.to_yaml()})
+    tracker.submit("log_parent_artifacts", [], {"study.yaml": cfg.to_yaml()})
 
     me = worker_id()
     batch = population_size(cfg, task, target)
@@ -405,11 +425,14 @@ def run_study(
             if isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study):
                 break
             k = min(batch, target - _counted(study) - running_elsewhere)
-            for frozen in _run_batch(cfg, study, tracker, task, steps_per_epoch, me, k):
+            finished = _run_batch(cfg, study, tracker, task, steps_per_epoch, me, k)
+            if parent.done():
+                _store_parent(study, parent)
+            for frozen in finished:
                 outcome.ran += 1
                 if frozen.state == TrialState.FAIL:
                     failures += 1
-                progress.update(_trial_line(frozen, cfg), _best_value(study))
+                progress.update(_trial_line(frozen, cfg), _best_value(study), frozen.state in COUNTED)
                 if on_trial is not None:
                     on_trial(frozen)
             if failures >= cfg.optuna.max_failures:
@@ -418,11 +441,20 @@ def run_study(
         outcome.interrupted = True
     except BaseException:
         progress.close()
+        _store_parent(study, parent)
         tracker.close_parent("FAILED")
         raise
     progress.close()
+    _store_parent(study, parent)
     tracker.close_parent("KILLED" if outcome.interrupted else "FINISHED")
     return outcome
+
+
+def _store_parent(study: optuna.Study, parent: Any) -> None:
+    """Keep the parent run's id on the study, so that every later run of it reopens the same parent."""
+    run_id = parent.result()
+    if study.user_attrs.get("mlflow_parent_run_id") != run_id:
+        study.set_user_attr("mlflow_parent_run_id", run_id)
 
 
 def population_size(cfg: StudyConfig, task: Task, target: int) -> int:
@@ -481,8 +513,9 @@ def _run_batch(
 ) -> list[optuna.trial.FrozenTrial]:
     """Ask k trials, train them (one population, or one by one with the reference engine), tell them."""
     asked = [study.ask() for _ in range(k)]
-    started: list[tuple[optuna.Trial, TrialSpec, str]] = []
+    started: list[tuple[optuna.Trial, TrialSpec]] = []
     told: list[int] = []
+    runs = None
     try:
         for trial in asked:
             trial.set_user_attr("worker", me)
@@ -493,17 +526,21 @@ def _run_batch(
                 _fail(study, tracker, trial, None, _message(exc), "FAIL")
                 told.append(trial.number)
                 continue
-            run_id = tracker.start_trial(cfg.name, trial.number, spec.scheduler)
-            trial.set_user_attr("mlflow_run_id", run_id)
-            started.append((trial, spec, run_id))
+            started.append((trial, spec))
+        # The trials' MLflow runs are created in the writer process while they train.
+        runs = tracker.submit("start_trials", cfg.name, [(t.number, s.scheduler) for t, s in started])
         results = _train(cfg, task, started)
+        run_ids = runs.result()
+        for (trial, _), run_id in zip(started, run_ids, strict=True):
+            trial.set_user_attr("mlflow_run_id", run_id)
     except KeyboardInterrupt:
+        run_ids = runs.result() if runs is not None else []
         for trial in asked:
             if trial.number not in told:
-                run_id = next((r for t, _, r in started if t is trial), None)
+                run_id = next((r for (t, _), r in zip(started, run_ids, strict=False) if t is trial), None)
                 _fail(study, tracker, trial, run_id, "interrupted by the user", "KILLED")
         raise
-    for (trial, spec, run_id), result in zip(started, results, strict=True):
+    for (trial, spec), run_id, result in zip(started, run_ids, results, strict=True):
         if isinstance(result, BaseException):
             _fail(study, tracker, trial, run_id, _message(result), "FAIL")
         else:
@@ -513,13 +550,13 @@ def _run_batch(
 
 
 def _train(
-    cfg: StudyConfig, task: Task, started: list[tuple[optuna.Trial, TrialSpec, str]]
+    cfg: StudyConfig, task: Task, started: list[tuple[optuna.Trial, TrialSpec]]
 ) -> list[TrialResult | Exception]:
     """Train the started trials; an exception is returned in the place of the trial it belongs to."""
     if not started:
         return []
-    hooks = [_reporter(cfg, trial) for trial, _, _ in started]
-    cfgs = [train_config(cfg, spec) for _, spec, _ in started]
+    hooks = [_reporter(cfg, trial) for trial, _ in started]
+    cfgs = [train_config(cfg, spec) for _, spec in started]
     if cfg.training.engine == "population":
         try:
             return list(train_population(task, cfgs, on_epoch=lambda i, m: hooks[i](m)))

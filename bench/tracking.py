@@ -11,6 +11,8 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import os
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -143,6 +145,9 @@ class Tracker:
         )
         return run.info.run_id
 
+    def start_trials(self, study: str, trials: Sequence[tuple[int, str]]) -> list[str]:
+        return [self.start_trial(study, number, scheduler) for number, scheduler in trials]
+
     def finish_trial(
         self,
         run_id: str,
@@ -176,16 +181,27 @@ class Tracker:
         self.client.log_batch(run_id, tags=tags)
         self.client.set_terminated(run_id, status=RUN_STATUS[state])
 
-    def running_trial_runs(self) -> dict[str, str]:
-        """run_id -> trial_number of this experiment's child runs still RUNNING."""
+    def close_orphans(self, trials: Mapping[str, tuple[str, str | None, str | None]]) -> int:
+        """Close trial runs left RUNNING by a process that died. ``trials`` maps each trial number to its
+        Optuna state, MLflow run id and failure. A run whose trial is still RUNNING belongs to a live worker
+        and is left alone; one whose trial died (FAIL) is KILLED; one whose trial finished keeps its state."""
         runs = self.client.search_runs(
             [self.experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=5000
         )
-        return {
-            r.info.run_id: r.data.tags.get("trial_number", "")
-            for r in runs
-            if r.data.tags.get("lrbench.role") != "study"
-        }
+        closed = 0
+        for run in runs:
+            if run.data.tags.get("lrbench.role") == "study":
+                continue
+            run_id = run.info.run_id
+            state, owner_run, failure = trials.get(run.data.tags.get("trial_number", ""), (None, None, None))
+            if state == "RUNNING":
+                continue
+            if state is None or (owner_run is not None and owner_run != run_id):
+                self.close_run(run_id, "KILLED", "orphaned run: no trial owns it")
+            else:
+                self.close_run(run_id, "KILLED" if state == "FAIL" else state, failure)
+            closed += 1
+        return closed
 
     def history(self, run_id: str, key: str) -> list[tuple[int, float]]:
         return [(m.step, m.value) for m in self.client.get_metric_history(run_id, key)]
@@ -212,3 +228,119 @@ def _metrics(result: TrialResult) -> list[Metric]:
             Metric("test/accuracy", result.test_accuracy, ts, 0),
         ]
     return out
+
+
+# --- tracking off the training thread ------------------------------------------------------------------
+
+_WORKER: Tracker | None = None
+
+
+def _init_worker(tracking_uri: str, experiment: str) -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the study's to handle; the writer finishes
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    global _WORKER
+    _WORKER = Tracker(tracking_uri, experiment)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A study killed outright (kill -9) cannot stop its writer: the writer stops itself. What it had not
+    written is in the spool, for the next run to replay."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(0)
+
+
+def _call(method: str, args: tuple[Any, ...], spooled: str | None) -> Any:
+    assert _WORKER is not None
+    out = getattr(_WORKER, method)(*args)
+    if spooled:
+        Path(spooled).unlink(missing_ok=True)  # written: the spooled copy is no longer needed
+    return out
+
+
+class AsyncTracker:
+    """A :class:`Tracker` in a separate process, so that MLflow's database work overlaps training (threads
+    would not: that work holds the GIL). ``call`` waits for the answer; ``submit`` does not.
+
+    A trial's final write is first spooled to a file under ``spool_dir`` and the file is removed once MLflow
+    has it: a process killed before its writer caught up loses nothing, and the next run of the study
+    replays the spool (:meth:`replay_spool`)."""
+
+    def __init__(self, tracking_uri: str, experiment: str, spool_dir: Path):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.uri, self.experiment, self.spool = tracking_uri, experiment, spool_dir
+        self._pool = ProcessPoolExecutor(
+            max_workers=1,
+            mp_context=multiprocessing.get_context("spawn"),  # no fork of a process with torch threads
+            initializer=_init_worker,
+            initargs=(tracking_uri, experiment),
+        )
+        self._pending: list[Any] = []
+
+    def submit(self, method: str, *args: Any, spooled: Path | None = None) -> Any:
+        future = self._pool.submit(_call, method, args, str(spooled) if spooled else None)
+        self._pending.append(future)
+        return future
+
+    def call(self, method: str, *args: Any) -> Any:
+        return self.submit(method, *args).result()
+
+    def open_parent(self, study: str, existing_run_id: str | None, params: Mapping[str, Any]) -> Any:
+        """Submitted, not waited for: returns the future of the parent run's id. The writer keeps the id
+        for the trial runs it creates after it."""
+        return self.submit("open_parent", study, existing_run_id, params)
+
+    def finish_trial(
+        self,
+        run_id: str,
+        state: str,
+        params: Mapping[str, Any],
+        result: TrialResult | None,
+        failure: str | None = None,
+    ) -> None:
+        import pickle
+
+        self.spool.mkdir(parents=True, exist_ok=True)
+        path = self.spool / f"{run_id}.pkl"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(pickle.dumps((run_id, state, dict(params), result, failure)))
+        tmp.replace(path)
+        self.submit("finish_trial", run_id, state, dict(params), result, failure, spooled=path)
+
+    def replay_spool(self) -> int:
+        """Send what a killed process had spooled but not written (in the background: the writer takes
+        calls in order, so these land before anything submitted later); returns how many trials."""
+        import pickle
+
+        done = 0
+        for path in sorted(self.spool.glob("*.pkl")) if self.spool.is_dir() else []:
+            run_id, state, params, result, failure = pickle.loads(path.read_bytes())
+            self.submit("finish_trial", run_id, state, params, result, failure, spooled=path)
+            done += 1
+        return done
+
+    def __getattr__(self, method: str) -> Any:
+        """Any other Tracker method, run in the writer process; the caller waits for its answer."""
+        if method.startswith("_"):
+            raise AttributeError(method)
+        return lambda *args: self.call(method, *args)
+
+    def close_parent(self, status: str) -> None:
+        self.flush()
+        self.call("close_parent", status)
+
+    def flush(self) -> None:
+        """Wait for every submitted write; the first error is raised."""
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self._pool.shutdown(wait=True)

@@ -260,12 +260,19 @@ def _optuna_states(study: Path, out: Path) -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
+def _records(study: Path, out: Path) -> list[dict[str, Any]]:
+    cfg = config.load(study)
+    return load_trials(cfg, Locations.resolve(cfg, output=str(out))).records
+
+
 def _mlflow_runs(out: Path) -> list[Any]:
     from mlflow import MlflowClient
 
+    if not (out / "mlflow.db").exists():
+        return []
     client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
     exp = client.get_experiment_by_name("smoke")
-    return list(client.search_runs([exp.experiment_id], max_results=1000))
+    return [] if exp is None else list(client.search_runs([exp.experiment_id], max_results=1000))
 
 
 def _start_and_wait_for_a_running_trial(study: Path, out: Path) -> subprocess.Popen[str]:
@@ -281,10 +288,13 @@ def _start_and_wait_for_a_running_trial(study: Path, out: Path) -> subprocess.Po
         time.sleep(0.5)
         if (out / "optuna.journal").exists():
             states = _optuna_states(study, out)
-            # a trial past its start: it has an MLflow run and at least one finished trial before it
-            if sum(s == "COMPLETE" for s, _ in states) >= 1 and any(
-                s == "RUNNING" and "mlflow_run_id" in a for s, a in states
+            # a trial in the middle of training, with its MLflow run, after at least one finished trial
+            if (
+                sum(s == "COMPLETE" for s, _ in states) >= 1
+                and any(s == "RUNNING" for s, _ in states)
+                and sum(r.info.status == "RUNNING" for r in _mlflow_runs(out)) >= 2  # parent and trial
             ):
+                time.sleep(0.3)
                 return proc
     proc.kill()
     raise AssertionError("no trial was seen running")
@@ -313,8 +323,9 @@ def test_kill_9_mid_trial_then_rerun_recovers(tmp_path: Path) -> None:
     assert len(failed) == 1 and "worker process died" in failed[0]["failure"]
     runs = _mlflow_runs(out)
     assert not [r for r in runs if r.info.status == "RUNNING"]
-    killed = [r for r in runs if r.info.run_id == failed[0]["mlflow_run_id"]]
-    assert killed[0].info.status == "KILLED"
+    number = next(r["number"] for r in _records(study, out) if r["state"] == "FAIL")
+    killed = [r for r in runs if r.data.tags.get("trial_number") == str(number)]
+    assert len(killed) == 1 and killed[0].info.status == "KILLED"
     assert sum(r.info.status == "FINISHED" for r in runs) == 4 + 1  # four trials and the parent
 
 

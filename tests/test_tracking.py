@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+
+from bench import schedules
+from bench.data import Task
+from bench.engine import TrainConfig, train
+from bench.tracking import AsyncTracker, Tracker, compact_curve, expand_curve
+
+
+@pytest.mark.parametrize("name", sorted(schedules.SCHEDULES))
+def test_compact_lr_curve_interpolates_back_to_every_step(name: str) -> None:
+    lrs, _ = schedules.preview(name, {}, lr=0.1, epochs=50, steps_per_epoch=12)
+    points = compact_curve(lrs)
+    assert expand_curve(points) == pytest.approx(lrs, rel=1e-12, abs=0)
+    assert points[0] == (0, lrs[0]) and points[-1] == (len(lrs) - 1, lrs[-1])
+
+
+def test_compaction_drops_flat_and_linear_stretches() -> None:
+    assert compact_curve([1.0] * 100) == [(0, 1.0), (99, 1.0)]
+    ramp = [0.1 * i for i in range(50)] + [4.9] * 50  # up to step 49, then flat
+    assert [s for s, _ in compact_curve(ramp)] == [0, 49, 99]
+    assert compact_curve([]) == [] and compact_curve([2.0]) == [(0, 2.0)]
+
+
+def test_a_spooled_trial_is_replayed_after_a_kill(tmp_path: Path, breast_cancer: Task) -> None:
+    """What a killed process had spooled but not sent reaches MLflow on the next run."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sync = Tracker(uri, "spool")
+    sync.open_parent("spool", None, {})
+    run_id = sync.start_trial("spool", 0, "StepLR")
+    result = train(breast_cancer, TrainConfig(scheduler="StepLR", epochs=3))
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / f"{run_id}.pkl").write_bytes(
+        pickle.dumps((run_id, "COMPLETE", {"scheduler": "StepLR"}, result, None))
+    )
+    writer = AsyncTracker(uri, "spool", spool)
+    try:
+        assert writer.replay_spool() == 1
+    finally:
+        writer.close()
+    run = sync.client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["state"] == "COMPLETE"
+    assert expand_curve(sync.history(run_id, "lr")) == result.lrs
+    assert run.data.params["scheduler"] == "StepLR"
+    assert not list(spool.iterdir())
