@@ -34,6 +34,7 @@ export: $(STAMP)
 
 perf: $(STAMP)
 	$(BIN)/python -m bench.perf storage
+	$(BIN)/python -m bench.perf $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(ARGS)

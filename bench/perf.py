@@ -1,25 +1,53 @@
-"""Benchmarks, printed as tables of medians measured side by side in one run.
+"""Benchmarks, measured side by side in one run and printed as tables of medians and ratios.
 
-    python -m bench.perf storage     # Optuna bookkeeping per trial: journal file vs SQLite vs in memory
+    python -m bench.perf            # everything (make perf): training and end-to-end study throughput
+    python -m bench.perf storage    # Optuna bookkeeping per trial: journal file vs SQLite vs in memory
 
-The storage benchmark drives each storage the way a study does (ask, the family and its arguments,
-50 per-epoch reports with a pruning check, the result attributes, tell), without training, so the
-numbers are the bookkeeping alone.
+All rows use the reference task (breast-cancer MLP 30-64-32-1, batch 32, 50 epochs) on one device:
+
+  (a) the seed article's loop: DataLoader, per-batch steps, StepLR, no tracking;
+  (b) that loop inside a hand-written Optuna objective that logs ``lr`` every step and the epoch metrics
+      with plain ``mlflow.log_metric`` calls (MLflow on SQLite, Optuna in memory);
+  (c) lrbench's reference trainer;
+  (d) the population engine at several K (training only);
+  (e) ``lrbench study studies/breast_cancer.yaml`` end to end in a fresh process, exactly as ``make study``
+      runs it (sampling, training, full MLflow logging, leaderboards), once with the population engine and
+      once with the reference engine (the same study, for the best-value comparison).
+
+Every row runs in a process of its own, so that its peak resident memory (RSS) is its own. The FLOP rate is
+the analytic count of the reference task's arithmetic over the measured time, against a large matmul timed
+in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import json
+import multiprocessing
+import os
+import platform
+import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import optuna
 
 from bench.study import open_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+ROOT = Path(__file__).resolve().parent.parent
+EPOCHS, BATCH = 50, 32
+
+
+# --- the storage benchmark -----------------------------------------------------------------------------
 
 
 def _trial_bookkeeping(storage: optuna.storages.BaseStorage | str, n: int, epochs: int) -> list[float]:
@@ -27,7 +55,7 @@ def _trial_bookkeeping(storage: optuna.storages.BaseStorage | str, n: int, epoch
         storage=storage,
         study_name="perf",
         direction="minimize",
-        sampler=optuna.samplers.TPESampler(seed=0, multivariate=True, group=True, constant_liar=True),
+        sampler=optuna.samplers.TPESampler(seed=0, constant_liar=True),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=5),
     )
     times = []
@@ -72,12 +100,303 @@ def storage_benchmark(n: int = 60, epochs: int = 50) -> str:
     return "\n".join(lines)
 
 
+# --- training rows (each in its own process) -------------------------------------------------------------
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _task(device: str) -> Any:
+    from bench.data import DataConfig, load_task
+    from bench.engine import resolve_device
+
+    return load_task(DataConfig(dataset="breast_cancer"), resolve_device(device))
+
+
+def _seed_loop_trial(
+    task: Any,
+    seed: int,
+    on_step: Callable[..., None] | None = None,
+    on_epoch: Callable[..., bool] | None = None,
+) -> float:
+    """The article's loop (shared seed 002), with BCE-with-logits, plus a test evaluation."""
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    torch.manual_seed(seed)
+    x, y = task.x_train, task.y_train.float().view(-1, 1)
+    loader = DataLoader(TensorDataset(x, y), batch_size=BATCH, shuffle=True)
+    model = nn.Sequential(nn.Linear(30, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 1)).to(
+        x.device
+    )
+    criterion = nn.BCEWithLogitsLoss()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=20, gamma=0.5)
+    step = 0
+    for epoch in range(EPOCHS):
+        model.train()
+        for inputs, targets in loader:
+            lr = optimizer.param_groups[0]["lr"]
+            loss = criterion(model(inputs), targets)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if on_step is not None:
+                on_step(step, lr, loss)
+            step += 1
+        scheduler.step()
+        if on_epoch is not None:
+            model.eval()
+            with torch.no_grad():
+                val = model(task.x_val)
+                val_loss = float(criterion(val, task.y_val.float().view(-1, 1)))
+                val_acc = float(((val.squeeze(1) >= 0).long() == task.y_val).float().mean())
+            if on_epoch(epoch, float(loss), val_loss, val_acc):
+                break
+    model.eval()
+    with torch.no_grad():
+        return float(((model(task.x_test).squeeze(1) >= 0).long() == task.y_test).float().mean())
+
+
+def row_seed_loop(device: str, n: int) -> dict[str, Any]:
+    task = _task(device)
+    _seed_loop_trial(task, 99)  # warm-up (torch's lazy initialisation)
+    times = []
+    for seed in range(n):
+        start = time.perf_counter()
+        _seed_loop_trial(task, seed)
+        times.append(time.perf_counter() - start)
+    return {"seconds_per_trial": statistics.median(times), "peak_mb": _peak_mb(), "trials": n}
+
+
+def row_hand_written_study(device: str, n: int) -> dict[str, Any]:
+    """What users write by hand today: Optuna objective + mlflow.log_metric per step and per epoch."""
+    import mlflow
+
+    task = _task(device)
+    _seed_loop_trial(task, 99)
+    with tempfile.TemporaryDirectory() as tmp:
+        mlflow.set_tracking_uri(f"sqlite:///{tmp}/mlflow.db")
+        mlflow.set_experiment("hand-written")
+        study = optuna.create_study(direction="minimize", pruner=optuna.pruners.MedianPruner())
+        times: list[float] = []
+
+        def objective(trial: optuna.Trial) -> float:
+            start = time.perf_counter()
+            lr = trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+            with mlflow.start_run(nested=True):
+                mlflow.log_params({"lr": lr, "scheduler": "StepLR", "epochs": EPOCHS, "batch_size": BATCH})
+                last = {}
+
+                def on_step(step: int, lr_now: float, loss: Any) -> None:
+                    mlflow.log_metric("lr", lr_now, step=step)
+
+                def on_epoch(epoch: int, train_loss: float, val_loss: float, val_acc: float) -> bool:
+                    mlflow.log_metric("train/loss", train_loss, step=epoch)
+                    mlflow.log_metric("val/loss", val_loss, step=epoch)
+                    mlflow.log_metric("val/accuracy", val_acc, step=epoch)
+                    last["val_loss"] = val_loss
+                    trial.report(val_loss, epoch)
+                    return trial.should_prune()
+
+                acc = _seed_loop_trial(task, trial.number, on_step, on_epoch)
+                mlflow.log_metric("test/accuracy", acc)
+            times.append(time.perf_counter() - start)
+            return last["val_loss"]
+
+        with mlflow.start_run(run_name="study"):
+            study.optimize(objective, n_trials=n)
+    return {"seconds_per_trial": statistics.median(times), "peak_mb": _peak_mb(), "trials": n}
+
+
+def row_reference(device: str, n: int) -> dict[str, Any]:
+    from bench.engine import TrainConfig, train
+
+    task = _task(device)
+    cfg = dict(
+        scheduler="StepLR", scheduler_args={"step_size": 20, "gamma": 0.5}, epochs=EPOCHS, batch_size=BATCH
+    )
+    train(task, TrainConfig(**cfg, seed=99))  # warm-up
+    times = []
+    for seed in range(n):
+        times.append(train(task, TrainConfig(**cfg, seed=seed)).seconds)
+    return {"seconds_per_trial": statistics.median(times), "peak_mb": _peak_mb(), "trials": n}
+
+
+def row_population(device: str, k: int) -> dict[str, Any]:
+    """K members over every schedule family (mixed per-step and per-epoch), each with its own seed."""
+    from bench.engine import TrainConfig, train
+    from bench.population import train_population
+    from bench.schedules import SCHEDULES
+
+    task = _task(device)
+    families = sorted(SCHEDULES)
+    train(task, TrainConfig(epochs=1))  # warm-up
+    cfgs = [
+        TrainConfig(scheduler=families[i % len(families)], lr=1e-3, epochs=EPOCHS, batch_size=BATCH, seed=i)
+        for i in range(k)
+    ]
+    start = time.perf_counter()
+    train_population(task, cfgs)
+    elapsed = time.perf_counter() - start
+    return {"seconds_per_trial": elapsed / k, "peak_mb": _peak_mb(), "trials": k}
+
+
+def row_baseline(device: str) -> dict[str, Any]:
+    """The memory of a process that has imported torch and loaded the task, for reference."""
+    _task(device)
+    return {"peak_mb": _peak_mb()}
+
+
+def matmul_flops(device: str) -> float:
+    import torch
+
+    from bench.engine import resolve_device
+
+    dev = resolve_device(device)
+    n = 2048
+    a, b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
+    times = []
+    for _ in range(7):
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        a @ b
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return 2 * n**3 / statistics.median(times[2:])
+
+
+def task_flops() -> float:
+    """Analytic FLOPs of one reference trial: 3x the forward for training samples, 1x for evaluations."""
+    widths = [30, 64, 32, 1]
+    macs = sum(a * b for a, b in itertools.pairwise(widths))
+    n_train, n_val, n_test = 341, 114, 114
+    return EPOCHS * (n_train * 3 * 2 * macs + n_val * 2 * macs) + n_test * 2 * macs
+
+
+def _in_child(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def _study_row(engine: str, out: Path) -> dict[str, Any]:
+    """`lrbench study` on the default study in a fresh process; the reference engine via a copy of it."""
+    import yaml
+
+    study = ROOT / "studies" / "breast_cancer.yaml"
+    if engine != "population":
+        raw = yaml.safe_load(study.read_text())
+        raw.setdefault("training", {})["engine"] = engine
+        study = out / f"breast_cancer-{engine}.yaml"
+        study.write_text(yaml.safe_dump(raw))
+    results = out / engine
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench", "study", str(study), "--output", str(results)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    if status != 0:
+        raise RuntimeError(f"lrbench study ({engine}) exited with status {status}")
+    import pandas as pd
+
+    board = pd.read_csv(results / "breast_cancer" / "leaderboard.csv")
+    done = board[board["state"].isin(["COMPLETE", "PRUNED"])]
+    complete = board[board["state"] == "COMPLETE"]
+    return {
+        "seconds_per_trial": elapsed / len(done),
+        "peak_mb": usage.ru_maxrss / 1024,
+        "trials": len(done),
+        "wall_s": elapsed,
+        "best_val_loss": float(complete["value"].min()),
+        "best_val_accuracy": float(complete["best_val_accuracy"].max()),
+    }
+
+
+def full_benchmark(device: str, ks: list[int], out_dir: Path) -> str:
+    rows: list[tuple[str, dict[str, Any]]] = []
+
+    def add(label: str, fn: Callable[..., dict[str, Any]], *args: Any) -> None:
+        print(f"  running {label} ...", file=sys.stderr, flush=True)
+        rows.append((label, _in_child(fn, *args)))
+
+    add("(a) seed-style loop", row_seed_loop, device, 5)
+    add("(b) hand-written Optuna + MLflow", row_hand_written_study, device, 3)
+    add("(c) reference trainer", row_reference, device, 5)
+    for k in ks:
+        add(f"(d) population K={k}", row_population, device, k)
+    with tempfile.TemporaryDirectory() as tmp:
+        for engine in ("population", "reference"):
+            label = f"(e) lrbench study, {engine} engine"
+            print(f"  running {label} ...", file=sys.stderr, flush=True)
+            rows.append((label, _study_row(engine, Path(tmp))))
+    baseline = _in_child(row_baseline, device)["peak_mb"]
+    peak = matmul_flops(device)
+    flops = task_flops()
+
+    a = rows[0][1]["seconds_per_trial"]
+    b = rows[1][1]["seconds_per_trial"]
+    header = (
+        f"{'row':<40} {'trials/s':>9} {'s/trial':>9} {'x (a)':>7} {'x (b)':>7} {'GFLOP/s':>8} {'peak RSS':>9}"
+    )
+    lines = [header, "-" * len(header)]
+    for label, r in rows:
+        s = r["seconds_per_trial"]
+        lines.append(
+            f"{label:<40} {1 / s:9.2f} {s:9.4f} {a / s:7.1f} {b / s:7.1f} {flops / s / 1e9:8.2f} "
+            f"{r['peak_mb']:7.0f} MB"
+        )
+    best_d = max(
+        (r for label, r in rows if label.startswith("(d)")), key=lambda r: 1 / r["seconds_per_trial"]
+    )
+    pop_e, ref_e = rows[-2][1], rows[-1][1]
+    lines += [
+        "",
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, device {device}; torch threads "
+        f"{__import__('torch').get_num_threads()}",
+        f"a process that has only imported torch and loaded the task peaks at {baseline:.0f} MB RSS",
+        f"large matmul (2048^2, float32) on this device: {peak / 1e9:.1f} GFLOP/s; "
+        f"best population row reaches {flops / best_d['seconds_per_trial'] / peak:.1%} of it",
+        f"targets: (d) best / (a) = {a / best_d['seconds_per_trial']:.1f}x (target 30x); "
+        f"(e) population / (b) = {b / pop_e['seconds_per_trial']:.1f}x (target 50x)",
+        f"default study, {pop_e['trials']} trials each: best val_loss {pop_e['best_val_loss']:.4f} "
+        f"(population) vs {ref_e['best_val_loss']:.4f} (reference); best val accuracy {pop_e['best_val_accuracy']:.4f} vs "
+        f"{ref_e['best_val_accuracy']:.4f}; wall {pop_e['wall_s']:.1f} s vs {ref_e['wall_s']:.1f} s",
+    ]
+    table = "\n".join(lines)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "perf.txt").write_text(table + "\n")
+    (out_dir / "perf.json").write_text(json.dumps({label: r for label, r in rows}, indent=2))
+    return table
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.perf", description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("storage",))
-    parser.add_argument("--trials", type=int, default=60)
+    parser.add_argument("what", nargs="?", choices=("all", "storage"), default="all")
+    parser.add_argument("--trials", type=int, default=60, help="storage benchmark: trials per storage")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--k", type=int, nargs="+", help="population sizes (default 1 16 64 256; to 4096 on CUDA)"
+    )
+    parser.add_argument("--output", default=str(ROOT / "results" / "perf"))
     args = parser.parse_args(argv)
-    print(storage_benchmark(args.trials))
+    if args.what == "storage":
+        print(storage_benchmark(args.trials))
+        return 0
+    import torch
+
+    cuda = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
+    ks = args.k or ([1, 16, 64, 256, 1024, 4096] if cuda else [1, 16, 64, 256])
+    print(full_benchmark(args.device, ks, Path(args.output)))
+    print(f"\nwrote {args.output}/perf.txt", file=sys.stderr)
     return 0
 
 
