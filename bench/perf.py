@@ -369,7 +369,8 @@ def full_benchmark(device: str, ks: list[int], out_dir: Path) -> str:
         f"(e) population / (b) = {b / pop_e['seconds_per_trial']:.1f}x (target 50x)",
         f"default study, {pop_e['trials']} trials each: best val_loss {pop_e['best_val_loss']:.4f} "
         f"(population) vs {ref_e['best_val_loss']:.4f} (reference); "
-        f"best val accuracy {pop_e['best_val_accuracy']:.4f} vs {ref_e['best_val_accuracy']:.4f}; wall {pop_e['wall_s']:.1f} s vs {ref_e['wall_s']:.1f} s",
+        f"best val accuracy {pop_e['best_val_accuracy']:.4f} vs {ref_e['best_val_accuracy']:.4f}; "
+        f"wall {pop_e['wall_s']:.1f} s vs {ref_e['wall_s']:.1f} s",
     ]
     table = "\n".join(lines)
     out_dir.mkdir(parents=True, exist_ok=True)
