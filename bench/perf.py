@@ -22,6 +22,7 @@ in the same run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import multiprocessing
@@ -215,13 +216,11 @@ def row_reference(device: str, n: int) -> dict[str, Any]:
     from bench.engine import TrainConfig, train
 
     task = _task(device)
-    cfg = dict(
+    cfg = TrainConfig(
         scheduler="StepLR", scheduler_args={"step_size": 20, "gamma": 0.5}, epochs=EPOCHS, batch_size=BATCH
     )
-    train(task, TrainConfig(**cfg, seed=99))  # warm-up
-    times = []
-    for seed in range(n):
-        times.append(train(task, TrainConfig(**cfg, seed=seed)).seconds)
+    train(task, dataclasses.replace(cfg, seed=99))  # warm-up
+    times = [train(task, dataclasses.replace(cfg, seed=seed)).seconds for seed in range(n)]
     return {"seconds_per_trial": statistics.median(times), "peak_mb": _peak_mb(), "trials": n}
 
 
