@@ -146,18 +146,20 @@ def _study_locations(args: argparse.Namespace) -> tuple[Any, Any]:
     return cfg, loc
 
 
-def _publish(cfg: Any, loc: Any, to_mlflow: bool) -> str:
-    """Leaderboard CSVs and the summary figure from storage; with to_mlflow, attached to the parent run."""
+def _publish(cfg: Any, loc: Any, tracker: Any = None) -> str:
+    """Leaderboard CSVs and the summary figure from storage; given the study's tracker (which knows the
+    parent run), they are attached to the parent run too."""
     from bench import report
     from bench.study import load_trials
     from bench.tracking import Tracker
 
+    to_mlflow = tracker is not None
+    tracker = tracker or Tracker(loc.tracking_uri, cfg.name)
     stored = load_trials(cfg, loc)
     out_dir = loc.results_dir(cfg)
     metric = cfg.objective.metric
     board, table = report.export(stored.records, stored.direction, metric, out_dir, cfg.training.seed)
     files = [out_dir / "leaderboard.csv", out_dir / "schedulers.csv"]
-    tracker = Tracker(loc.tracking_uri, cfg.name)
     curves = {}
     for _, fam in table.dropna(subset=["best_trial"]).iterrows():
         row = board[board["number"] == fam["best_trial"]].iloc[0]
@@ -171,8 +173,7 @@ def _publish(cfg: Any, loc: Any, to_mlflow: bool) -> str:
     if curves:
         report.summary_figure(curves, metric, out_dir / "summary.png")
         files.append(out_dir / "summary.png")
-    if to_mlflow and stored.parent_run_id:
-        tracker.parent_id = stored.parent_run_id
+    if to_mlflow:
         tracker.log_parent_artifacts(files)
     lines = [report.terminal_table(board, table, metric), ""]
     lines += [f"wrote {f}" for f in files]
@@ -180,14 +181,18 @@ def _publish(cfg: Any, loc: Any, to_mlflow: bool) -> str:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from bench.study import run_study
+    from bench.study import run_study, start_tracker
 
     cfg, loc = _study_locations(args)
     if args.n_trials is not None and args.n_trials < 1:
         raise UserError(f"--n-trials must be at least 1, got {args.n_trials}")
     print(f"study {cfg.name}: storage {loc.storage}, tracking {loc.tracking_uri}", file=sys.stderr)
-    outcome = run_study(cfg, loc, n_trials=args.n_trials)
-    print(_publish(cfg, loc, to_mlflow=True))
+    tracker = start_tracker(cfg, loc)
+    try:
+        outcome = run_study(cfg, loc, n_trials=args.n_trials, tracker=tracker)
+        print(_publish(cfg, loc, tracker))
+    finally:
+        tracker.close()
     if outcome.interrupted:
         print(
             f"lrbench: interrupted after {outcome.ran} trial(s) in this run; "
@@ -203,7 +208,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     cfg, loc = _study_locations(args)
-    print(_publish(cfg, loc, to_mlflow=False))
+    print(_publish(cfg, loc))
     return 0
 
 

