@@ -154,7 +154,7 @@ def _seed_loop_trial(
                 val = model(task.x_val)
                 val_loss = float(criterion(val, task.y_val.float().view(-1, 1)))
                 val_acc = float(((val.squeeze(1) >= 0).long() == task.y_val).float().mean())
-            if on_epoch(epoch, float(loss), val_loss, val_acc):
+            if on_epoch(epoch, loss.item(), val_loss, val_acc):
                 break
     model.eval()
     with torch.no_grad():

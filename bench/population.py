@@ -365,14 +365,16 @@ class Population:
             )
             step_losses = torch.empty(self.steps_per_epoch, k, device=dev)
             weights = torch.empty(self.steps_per_epoch, device=dev)
+            # Each member's epoch of data in its own order, gathered once: batches are then plain slices.
+            x_epoch, y_epoch = x_train[order], y_train[order]
             for i in range(self.steps_per_epoch):
-                idx = order[:, i * self.batch_size : (i + 1) * self.batch_size]
-                loss, _ = self._losses(self.forward(x_train[idx]), y_train[idx])
+                rows = slice(i * self.batch_size, (i + 1) * self.batch_size)
+                loss, _ = self._losses(self.forward(x_epoch[:, rows]), y_epoch[:, rows])
                 loss.sum().backward()  # member k's loss depends on member k's weights only
                 self._update(lr_dev[:, i], mom_dev[:, i])
                 self.grad.zero_()
                 step_losses[i] = loss.detach()
-                weights[i] = idx.shape[1]
+                weights[i] = min(self.batch_size, self.n_train - rows.start)
 
             # One host sync per epoch: divergence, train / validation metrics.
             finite = torch.isfinite(step_losses).all(0)
