@@ -510,8 +510,11 @@ def _reporter(cfg: StudyConfig, trial: optuna.Trial) -> Callable[[EpochMetrics],
     """Per-epoch hook: report the objective's metric to Optuna and ask its pruner."""
     use_accuracy = cfg.objective.metric == "val_accuracy"
     prunes = cfg.optuna.pruner != "none"
+    every, last = cfg.optuna.report_every, cfg.training.epochs - 1
 
     def report(m: EpochMetrics) -> bool:
+        if (m.epoch + 1) % every and m.epoch != last:
+            return False  # intermediate values are stored (and pruning decided) every `every` epochs
         trial.report(m.val_accuracy if use_accuracy else m.val_loss, m.epoch)
         return prunes and trial.should_prune()
 

@@ -21,7 +21,7 @@ import yaml
 
 from bench import config, schedules
 from bench.cli import main, parse_value
-from bench.study import Locations, load_trials
+from bench.study import Locations, load_trials, open_storage
 from bench.tracking import expand_curve
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -402,3 +402,13 @@ def test_shipped_studies_are_valid() -> None:
     default = config.load(ROOT / "studies" / "breast_cancer.yaml")
     assert set(default.schedulers) == set(schedules.SCHEDULES)
     assert config.load(ROOT / "studies" / "digits.yaml").task.dataset == "digits"
+
+
+def test_report_every_stores_fewer_intermediate_values(tmp_path: Path) -> None:
+    import optuna
+
+    study = write_study(tmp_path, optuna__report_every=3, optuna__n_trials=2, training__epochs=7)
+    assert main(["study", str(study), "--output", str(tmp_path)]) == 0
+    storage = open_storage(str(tmp_path / "optuna.journal"))
+    for trial in optuna.load_study(study_name="smoke", storage=storage).trials:
+        assert sorted(trial.intermediate_values) == [2, 5, 6]  # every third epoch, and the last
