@@ -328,7 +328,7 @@ def full_benchmark(device: str, ks: list[int], out_dir: Path) -> str:
         rows.append((label, _in_child(fn, *args)))
 
     add("(a) seed-style loop", row_seed_loop, device, 5)
-    add("(b) hand-written Optuna + MLflow", row_hand_written_study, device, 3)
+    add("(b) hand-written Optuna + MLflow", row_hand_written_study, device, 5)
     add("(c) reference trainer", row_reference, device, 5)
     for k in ks:
         add(f"(d) population K={k}", row_population, device, k)

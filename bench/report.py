@@ -6,7 +6,6 @@ best trial. Both are rebuilt from the Optuna storage alone by ``lrbench export``
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -165,8 +164,3 @@ def summary_figure(
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def args_of(row: pd.Series) -> dict[str, Any]:
-    raw = row.get("scheduler_args")
-    return json.loads(raw) if isinstance(raw, str) and raw else {}

@@ -16,7 +16,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -169,7 +169,6 @@ class TrialSpec:
     optimizer: str
     lr: float
     seed: int
-    params: dict[str, Any] = field(default_factory=dict)  # Optuna's parameters, namespaced
 
 
 def sample(trial: optuna.Trial, cfg: StudyConfig, steps_per_epoch: int) -> TrialSpec:
@@ -210,9 +209,7 @@ def sample(trial: optuna.Trial, cfg: StudyConfig, steps_per_epoch: int) -> Trial
                 given[arg] = trial.suggest_float(name, float(rng.low), float(rng.high), log=rng.log)  # type: ignore[arg-type]
     else:
         given = {arg: spec for arg, spec in cfg.schedulers[family_name].items() if not isinstance(spec, list)}
-    return TrialSpec(
-        trial.number, family_name, given, optimizer, lr, t.seed + trial.number, dict(trial.params)
-    )
+    return TrialSpec(trial.number, family_name, given, optimizer, lr, t.seed + trial.number)
 
 
 def train_config(cfg: StudyConfig, spec: TrialSpec) -> TrainConfig:
@@ -252,7 +249,6 @@ def mlflow_params(cfg: StudyConfig, spec: TrialSpec, result: TrialResult | None)
 
 @dataclass
 class Outcome:
-    study: optuna.Study
     ran: int  # trials this process finished
     interrupted: bool = False
 
@@ -420,7 +416,7 @@ def _run(
     me = worker_id()
     batch = population_size(cfg, task, target)
     progress = _Progress(target, _counted(study), cfg.name)
-    outcome = Outcome(study, ran=0)
+    outcome = Outcome(ran=0)
     failures = 0
     deadline = time.monotonic() + cfg.optuna.timeout if cfg.optuna.timeout else math.inf
     try:
