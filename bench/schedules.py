@@ -266,6 +266,16 @@ def _fifth(h: Horizon) -> int:
     return max(1, h.n // 5)
 
 
+def _warmup(fraction: int, start_factor: float, unit: str) -> dict[str, Arg]:
+    """The LinearLR warmup arguments the warmup compositions share: 1/fraction of the run by default."""
+    return {
+        "warmup_iters": Arg(
+            int, lambda h: max(1, h.n // fraction), low=1, high=_fifth, help=f"{unit} // {fraction}"
+        ),
+        "warmup_start_factor": Arg(float, start_factor, low=0.01, high=0.5, log=True),
+    }
+
+
 _FAMILIES: list[Family] = [
     Family("constant", _constant, summary="no schedule: the base LR throughout (the baseline)"),
     Family(
@@ -410,8 +420,7 @@ _FAMILIES: list[Family] = [
         "warmup_cosine",
         _warmup_cosine,
         {
-            "warmup_iters": Arg(int, lambda h: max(1, h.n // 20), low=1, high=_fifth, help="steps // 20"),
-            "warmup_start_factor": Arg(float, 0.01, low=0.01, high=0.5, log=True),
+            **_warmup(20, 0.01, "steps"),
             "T_max": Arg(int, lambda h: max(1, h.n - max(1, h.n // 20)), help="steps - warmup_iters"),
             "eta_min": Arg(float, 0.0),
         },
@@ -422,8 +431,7 @@ _FAMILIES: list[Family] = [
         "wsd",
         _wsd,
         {
-            "warmup_iters": Arg(int, lambda h: max(1, h.n // 20), low=1, high=_fifth, help="steps // 20"),
-            "warmup_start_factor": Arg(float, 0.01, low=0.01, high=0.5, log=True),
+            **_warmup(20, 0.01, "steps"),
             "decay_iters": Arg(
                 int,
                 lambda h: max(1, h.n // 5),
@@ -440,8 +448,7 @@ _FAMILIES: list[Family] = [
         "warmup_exponential",
         _warmup_exponential,
         {
-            "warmup_iters": Arg(int, lambda h: max(1, h.n // 10), low=1, high=_fifth, help="epochs // 10"),
-            "warmup_start_factor": Arg(float, 0.1, low=0.01, high=0.5, log=True),
+            **_warmup(10, 0.1, "epochs"),
             "gamma": Arg(float, 0.95, low=0.8, high=0.999),
         },
         summary="ChainedScheduler: LinearLR warmup and ExponentialLR decay applied together",
