@@ -412,3 +412,18 @@ def test_report_every_stores_fewer_intermediate_values(tmp_path: Path) -> None:
     storage = open_storage(str(tmp_path / "optuna.journal"))
     for trial in optuna.load_study(study_name="smoke", storage=storage).trials:
         assert sorted(trial.intermediate_values) == [2, 5, 6]  # every third epoch, and the last
+
+
+def test_ui_prints_the_address_of_the_study_runs(
+    smoke_run: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess as sp
+
+    started: list[list[str]] = []
+    monkeypatch.setattr(sp, "call", lambda cmd: started.append(cmd) or 0)
+    assert main(["ui", "--study", str(SMOKE), "--output", str(smoke_run), "--port", "5123"]) == 0
+    out = capsys.readouterr().out
+    assert "http://127.0.0.1:5123/#/experiments/1?workflowType=machine_learning" in out
+    cmd = started[0]
+    assert cmd[1:3] == ["server", "--backend-store-uri"] and cmd[3] == f"sqlite:///{smoke_run / 'mlflow.db'}"
+    assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
