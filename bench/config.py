@@ -80,10 +80,10 @@ class OptunaSection:
     seed: int | None = 0
     warmup_epochs: int = 5  # epochs before the pruner may stop a trial
     # Epochs between intermediate values stored in Optuna (and pruning decisions); the last epoch always is.
-    # Each report is a storage write: about 1 ms here on the journal file, 26 ms a 50-epoch trial.
+    # Each report is a storage write (see `python -m bench.perf storage` for what a trial's reports cost).
     report_every: int = 1
-    # TPE over the joint space (group-decomposed). Measured here: about 48 ms an ask at 100 trials against
-    # 7 ms for the independent TPE, Optuna's default; worth it when arguments interact strongly.
+    # TPE over the joint space (group-decomposed): several times the cost of an ask of the independent
+    # TPE, Optuna's default (`python -m bench.perf storage`); worth it when arguments interact strongly.
     multivariate: bool = False
     max_failures: int = 10  # trials raising errors in one run before the run gives up
 
