@@ -41,7 +41,8 @@ from bench.errors import UserError
 from bench.model import ACTIVATIONS, build_mlp
 
 # Parameters and gradients are row views of flat buffers (see Population._set_flat); autograd notes that
-# their strides differ from a fresh tensor's. Accumulation into them is correct (the contract tests), and the flat layout measured faster overall.
+# their strides differ from a fresh tensor's. Accumulation into them is correct (the contract tests),
+# and the flat layout measured faster overall.
 warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
 
 ADAM_BETAS = (0.9, 0.999)
