@@ -41,7 +41,7 @@ from typing import Any
 
 import optuna
 
-from bench.study import open_storage
+from bench.study import open_storage, suggest
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,13 +120,7 @@ def sampler_benchmark(n: int = 100) -> str:
             family = SCHEDULES[trial.suggest_categorical("scheduler", sorted(SCHEDULES))]
             trial.suggest_float("lr", 1e-4, 3e-2, log=True)
             for arg, rng in family.space(family.horizon(50, 11, 1e-3)).items():
-                name = f"{family.name}.{arg}"
-                if rng.choices is not None:
-                    trial.suggest_categorical(name, list(rng.choices))
-                elif rng.kind is int:
-                    trial.suggest_int(name, int(rng.low or 0), int(rng.high or 0))
-                else:
-                    trial.suggest_float(name, float(rng.low or 0), float(rng.high or 0))
+                suggest(trial, f"{family.name}.{arg}", rng)
             times.append(time.perf_counter() - start)
             study.tell(trial, float(i % 7))
         label = "multivariate (group)" if multivariate else "independent (default)"

@@ -171,6 +171,16 @@ class TrialSpec:
     seed: int
 
 
+def suggest(trial: optuna.Trial, name: str, rng: schedules.Range) -> Any:
+    """One argument from its registry search range."""
+    if rng.choices is not None:
+        return trial.suggest_categorical(name, list(rng.choices))
+    assert rng.low is not None and rng.high is not None
+    if rng.kind is int:
+        return trial.suggest_int(name, int(rng.low), int(rng.high), log=rng.log)
+    return trial.suggest_float(name, float(rng.low), float(rng.high), log=rng.log)
+
+
 def sample(trial: optuna.Trial, cfg: StudyConfig, steps_per_epoch: int) -> TrialSpec:
     """Family first, then the base LR, the optimizer, and the family's own (namespaced) arguments."""
     t = cfg.training
@@ -200,13 +210,7 @@ def sample(trial: optuna.Trial, cfg: StudyConfig, steps_per_epoch: int) -> Trial
                 space.pop(arg, None)
                 given[arg] = spec
         for arg, rng in space.items():
-            name = f"{family_name}.{arg}"
-            if rng.choices is not None:
-                given[arg] = trial.suggest_categorical(name, list(rng.choices))
-            elif rng.kind is int:
-                given[arg] = trial.suggest_int(name, int(rng.low), int(rng.high), log=rng.log)  # type: ignore[arg-type]
-            else:
-                given[arg] = trial.suggest_float(name, float(rng.low), float(rng.high), log=rng.log)  # type: ignore[arg-type]
+            given[arg] = suggest(trial, f"{family_name}.{arg}", rng)
     else:
         given = {arg: spec for arg, spec in cfg.schedulers[family_name].items() if not isinstance(spec, list)}
     return TrialSpec(trial.number, family_name, given, optimizer, lr, t.seed + trial.number)
