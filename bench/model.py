@@ -44,12 +44,19 @@ def build_mlp(n_features: int, n_classes: int, cfg: ModelConfig) -> nn.Sequentia
 
 
 def loss_and_correct(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean loss and the number of correct predictions (as a tensor: no host sync)."""
+    """Mean loss over the batch and the number of correct predictions (tensors: no host sync).
+
+    logits (..., B, outputs) and labels (..., B): any leading axes are kept, so a population's
+    (K, B, outputs) gives one loss and one count per member, and a plain (B, outputs) gives scalars.
+    """
     if logits.shape[-1] == 1:
         z = logits.squeeze(-1)
-        loss = nn.functional.binary_cross_entropy_with_logits(z, y.to(z.dtype))
-        correct = ((z >= 0).to(y.dtype) == y).sum()
+        loss = nn.functional.binary_cross_entropy_with_logits(z, y.to(z.dtype), reduction="none")
+        correct = ((z >= 0).to(y.dtype) == y).sum(-1)
     else:
-        loss = nn.functional.cross_entropy(logits, y)
-        correct = (logits.argmax(-1) == y).sum()
-    return loss, correct
+        flat = nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none"
+        )
+        loss = flat.view(y.shape)
+        correct = (logits.argmax(-1) == y).sum(-1)
+    return loss.mean(-1), correct

@@ -38,7 +38,7 @@ from bench import schedules
 from bench.data import Task
 from bench.engine import OPTIMIZERS, EpochMetrics, TrainConfig, TrialResult
 from bench.errors import UserError
-from bench.model import ACTIVATIONS, build_mlp
+from bench.model import ACTIVATIONS, build_mlp, loss_and_correct
 
 # Parameters and gradients are row views of flat buffers (see Population._set_flat); autograd notes that
 # their strides differ from a fresh tensor's. Accumulation into them is correct (the contract tests),
@@ -258,27 +258,11 @@ class Population:
                     h = F.dropout(h, self.dropout)
         return h
 
-    def _losses(self, logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-member mean loss (K,) and number correct (K,)."""
-        if logits.shape[-1] == 1:
-            z = logits.squeeze(-1)
-            loss = F.binary_cross_entropy_with_logits(z, y.to(z.dtype), reduction="none").mean(1)
-            correct = ((z >= 0).to(y.dtype) == y).sum(1)
-        else:
-            k, b, c = logits.shape
-            loss = (
-                F.cross_entropy(logits.reshape(k * b, c), y.reshape(k * b), reduction="none")
-                .view(k, b)
-                .mean(1)
-            )
-            correct = (logits.argmax(-1) == y).sum(1)
-        return loss, correct
-
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         k = self.weights[0].shape[0]
         logits = self.forward(x.expand(k, *x.shape), train=False)
-        loss, correct = self._losses(logits, y.expand(k, *y.shape))
+        loss, correct = loss_and_correct(logits, y.expand(k, *y.shape))
         return loss, correct.to(torch.float64) / len(y)
 
     # --- the optimizer update (torch's arithmetic over the member axis) ----------------------------------
@@ -370,7 +354,7 @@ class Population:
             x_epoch, y_epoch = x_train[order], y_train[order]
             for i in range(self.steps_per_epoch):
                 rows = slice(i * self.batch_size, (i + 1) * self.batch_size)
-                loss, _ = self._losses(self.forward(x_epoch[:, rows]), y_epoch[:, rows])
+                loss, _ = loss_and_correct(self.forward(x_epoch[:, rows]), y_epoch[:, rows])
                 loss.sum().backward()  # member k's loss depends on member k's weights only
                 self._update(lr_dev[:, i], mom_dev[:, i])
                 self.grad.zero_()
