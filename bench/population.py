@@ -14,9 +14,10 @@ What is shared and what is each member's own:
   is stepped live, each epoch, with the member's own validation loss.
 - Each member has its own seed: initialisation (``torch.manual_seed(seed)`` then the same module build as
   the reference) and batch order (its own generator, one permutation per epoch).
-- The optimizer update is torch's SGD-with-momentum / Adam / AdamW arithmetic written over the member axis,
-  with per-member LR, momentum and weight decay (torch's optimizers take one LR per parameter group, and
-  a group per member would cost K Python calls per step).
+- The optimizer update takes a per-member LR, momentum and weight decay (torch's optimizers take one LR per
+  parameter group, and a group per member would cost K Python calls per step). Adam and AdamW run torch's
+  own Adam with LR 1 on a direction buffer, scaled per member afterwards; SGD with momentum, and Adam
+  whose beta1 varies (``cycle_momentum``), are torch's arithmetic written over the member axis.
 - Members that diverge (non-finite loss) or that ``on_epoch`` stops (pruning) are frozen at the end of
   that epoch: the population is compacted and they cost nothing more.
 """
@@ -38,7 +39,7 @@ from bench import schedules
 from bench.data import Task
 from bench.engine import OPTIMIZERS, EpochMetrics, TrainConfig, TrialResult
 from bench.errors import UserError
-from bench.model import ACTIVATIONS, build_mlp, loss_and_correct
+from bench.model import ACTIVATIONS, ModelConfig, build_mlp, loss_and_correct, output_size
 
 # Parameters and gradients are row views of flat buffers (see Population._set_flat); autograd notes that
 # their strides differ from a fresh tensor's. Accumulation into them is correct (the contract tests),
@@ -54,13 +55,13 @@ def group_key(cfg: TrainConfig) -> tuple[object, ...]:
     return (cfg.model, cfg.batch_size, cfg.epochs, cfg.optimizer)
 
 
-def auto_population_size(task: Task, cfg: TrainConfig, cap: int | None = None) -> int:
+def auto_population_size(task: Task, model: ModelConfig, batch_size: int, cap: int | None = None) -> int:
     """How many members to train at once: what fits in a quarter of the device's free memory, capped
     (256 on CPU, where larger populations stop paying, 4096 on CUDA)."""
     device = task.device
-    widths = [task.n_features, *cfg.model.hidden, max(1, task.n_classes if task.n_classes > 2 else 1)]
+    widths = [task.n_features, *model.hidden, output_size(task.n_classes)]
     n_params = sum(a * b + b for a, b in itertools.pairwise(widths))
-    activations = (cfg.batch_size * 3 + len(task.y_val) + len(task.y_test)) * sum(widths)
+    activations = (batch_size * 3 + len(task.y_val) + len(task.y_test)) * sum(widths)
     per_member = 4 * (4 * n_params + 2 * activations)  # float32: weights, grad, two optimizer states
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
@@ -72,12 +73,24 @@ def auto_population_size(task: Task, cfg: TrainConfig, cap: int | None = None) -
     return max(1, min(cap or default_cap, int(free * 0.25) // per_member))
 
 
+def proxy_schedule(
+    cfg: TrainConfig, steps_per_epoch: int
+) -> tuple[schedules.Family, dict[str, object], torch.optim.Optimizer, schedules.Scheduler]:
+    """A trial's own torch scheduler, built by the registry on a one-parameter stand-in of its optimizer
+    (same class and hyperparameters): the family, the resolved arguments, the stand-in and the scheduler."""
+    family = schedules.get(cfg.scheduler)
+    horizon = family.horizon(cfg.epochs, steps_per_epoch, cfg.lr)
+    args = family.resolve(cfg.scheduler_args, horizon)
+    proxy = OPTIMIZERS[cfg.optimizer](
+        [torch.zeros(1, requires_grad=True)], cfg.lr, cfg.momentum, cfg.weight_decay
+    )
+    return family, args, proxy, family.build(proxy, args, horizon)
+
+
 @dataclass
 class _Member:
     index: int  # position in the caller's list
-    cfg: TrainConfig
     family: schedules.Family
-    args: dict[str, object]
     proxy: torch.optim.Optimizer
     scheduler: schedules.Scheduler
     generator: torch.Generator
@@ -125,18 +138,10 @@ class Population:
             linears = [m for m in mlp if isinstance(m, torch.nn.Linear)]
             weights.append([m.weight.detach().t() for m in linears])  # (in, out): x @ W
             biases.append([m.bias.detach().unsqueeze(0) for m in linears])
-            family = schedules.get(c.scheduler)
-            horizon = family.horizon(c.epochs, self.steps_per_epoch, c.lr)
-            args = family.resolve(c.scheduler_args, horizon)
-            proxy = OPTIMIZERS[c.optimizer](
-                [torch.zeros(1, requires_grad=True)], c.lr, c.momentum, c.weight_decay
-            )
-            scheduler = family.build(proxy, args, horizon)
+            family, args, proxy, scheduler = proxy_schedule(c, self.steps_per_epoch)
             member = _Member(
                 index=i,
-                cfg=c,
                 family=family,
-                args=args,
                 proxy=proxy,
                 scheduler=scheduler,
                 generator=torch.Generator(device=self.device).manual_seed(c.seed),
@@ -391,7 +396,7 @@ class Population:
             self._step_live_schedules(epoch, val_loss_l)
             done = [row for row in keep if self.members[row].result.stopped_early]
             if done:
-                self._finish([row for row in done])
+                self._finish(done)
             keep = [row for row in keep if row not in done]
             if len(keep) < len(self.members):
                 self._keep(keep)

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import torch
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
@@ -29,9 +28,9 @@ from optuna.trial import TrialState
 from bench import schedules
 from bench.config import FloatRange, StudyConfig
 from bench.data import Task, load_task
-from bench.engine import OPTIMIZERS, EpochMetrics, TrainConfig, TrialResult, resolve_device, train
+from bench.engine import EpochMetrics, TrainConfig, TrialResult, resolve_device, train
 from bench.errors import UserError
-from bench.population import auto_population_size, train_population
+from bench.population import auto_population_size, proxy_schedule, train_population
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # Samplers that cannot handle conditional spaces (CMA-ES, QMC) fall back to independent sampling for the
@@ -475,7 +474,7 @@ def population_size(cfg: StudyConfig, task: Task, target: int) -> int:
         return 1
     if cfg.training.population_size:
         return cfg.training.population_size
-    fits = auto_population_size(task, train_config(cfg, TrialSpec(0, "constant", {}, "adam", 1e-3, 0)))
+    fits = auto_population_size(task, cfg.model, cfg.training.batch_size)
     return max(1, min(fits, math.ceil(target / 8)))
 
 
@@ -495,15 +494,6 @@ def _trial_line(t: optuna.trial.FrozenTrial, cfg: StudyConfig) -> str:
 
 def _message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".splitlines()[0]
-
-
-def _check_spec(spec: TrialSpec, steps_per_epoch: int, epochs: int) -> None:
-    """Build the trial's schedule on a stand-in optimizer: bad arguments fail this trial alone, before a
-    population is formed."""
-    family = schedules.get(spec.scheduler)
-    horizon = family.horizon(epochs, steps_per_epoch, spec.lr)
-    proxy = OPTIMIZERS[spec.optimizer]([torch.zeros(1, requires_grad=True)], spec.lr, 0.9, 0.0)
-    family.build(proxy, family.resolve(spec.scheduler_args, horizon), horizon)
 
 
 def _reporter(cfg: StudyConfig, trial: optuna.Trial) -> Callable[[EpochMetrics], bool]:
@@ -534,7 +524,8 @@ def _run_batch(
             trial.set_user_attr("worker", me)
             try:
                 spec = sample(trial, cfg, steps_per_epoch)
-                _check_spec(spec, steps_per_epoch, cfg.training.epochs)
+                # Built once here so that bad arguments fail this trial alone, not the population.
+                proxy_schedule(train_config(cfg, spec), steps_per_epoch)
             except Exception as exc:  # this trial's own problem: it fails alone
                 _fail(study, tracker, trial, None, _message(exc), "FAIL")
                 told.append(trial.number)

@@ -113,6 +113,6 @@ def test_mixed_configs_are_grouped_into_populations(tiny_task: Task) -> None:
 
 
 def test_auto_population_size(breast_cancer: Task) -> None:
-    k = auto_population_size(breast_cancer, TrainConfig())
+    k = auto_population_size(breast_cancer, ModelConfig(), 32)
     assert 1 <= k <= 256
-    assert auto_population_size(breast_cancer, TrainConfig(), cap=8) == 8
+    assert auto_population_size(breast_cancer, ModelConfig(), 32, cap=8) == 8
