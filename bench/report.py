@@ -14,7 +14,8 @@ from typing import Any
 import pandas as pd
 
 LEADERBOARD_FIRST = ["number", "state", "scheduler", "optimizer", "lr", "seed", "value"]
-LEADERBOARD_LAST = [
+# Read from the trial's "result" attribute (see bench.study), then its run id and failure.
+RESULT_COLUMNS = [
     "best_val_accuracy",
     "final_val_accuracy",
     "best_val_loss",
@@ -23,10 +24,8 @@ LEADERBOARD_LAST = [
     "test_loss",
     "epochs_run",
     "seconds",
-    "mlflow_run_id",
-    "failure",
-    "scheduler_args",
 ]
+LEADERBOARD_LAST = [*RESULT_COLUMNS, "mlflow_run_id", "failure", "scheduler_args"]
 
 
 def leaderboard(records: Sequence[dict[str, Any]], direction: str, seed_base: int = 0) -> pd.DataFrame:
@@ -34,18 +33,24 @@ def leaderboard(records: Sequence[dict[str, Any]], direction: str, seed_base: in
     rows = []
     for r in records:
         attrs, params = r["user_attrs"], r["params"]
+        result = attrs.get("result") or {}
         row: dict[str, Any] = {
             "number": r["number"],
             "state": r["state"],
             "scheduler": params.get("scheduler"),
-            "optimizer": attrs.get("optimizer", params.get("optimizer")),
-            "lr": attrs.get("lr", params.get("lr")),
-            "seed": attrs.get("seed", seed_base + r["number"]),
+            "optimizer": result.get("optimizer", params.get("optimizer")),
+            "lr": result.get("lr", params.get("lr")),
+            "seed": result.get("seed", seed_base + r["number"]),
             "value": r["value"],
         }
         # Every sampled argument, namespaced by family (<family>.<arg>), as Optuna stored it.
         row.update({k: v for k, v in params.items() if "." in k})
-        row.update({k: attrs.get(k) for k in LEADERBOARD_LAST})
+        row.update({k: result.get(k) for k in RESULT_COLUMNS})
+        row.update(
+            mlflow_run_id=attrs.get("mlflow_run_id"),
+            failure=attrs.get("failure"),
+            scheduler_args=result.get("scheduler_args"),
+        )
         rows.append(row)
     frame = pd.DataFrame(rows)
     if frame.empty:

@@ -584,7 +584,9 @@ def _finish(
     run_id: str,
     result: TrialResult,
 ) -> None:
-    attrs: dict[str, Any] = {
+    # One user attribute for the whole result: one storage write, not one per value (a round trip each on
+    # an RDB storage).
+    summary: dict[str, Any] = {
         "optimizer": spec.optimizer,  # also when fixed (then it is no Optuna parameter)
         "lr": spec.lr,
         "seed": spec.seed,
@@ -602,14 +604,15 @@ def _finish(
     if result.diverged:
         # Never the best, and the study goes on: a diverged trial is pruned with its reason stored.
         failure = f"diverged: non-finite loss at step {result.diverged_step}"
-        attrs["failure"] = failure
+        trial.set_user_attr("failure", failure)
         state, value = TrialState.PRUNED, None
     elif result.stopped_early:
         state, value = TrialState.PRUNED, None
     else:
         state, value = TrialState.COMPLETE, _objective(cfg, result)
-    for key, val in attrs.items():
-        trial.set_user_attr(key, None if isinstance(val, float) and math.isnan(val) else val)
+    trial.set_user_attr(
+        "result", {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in summary.items()}
+    )
     tracker.finish_trial(run_id, state.name, mlflow_params(cfg, spec, result), result, failure)
     study.tell(trial, value, state=state)
 
