@@ -56,9 +56,13 @@ def leaderboard(records: Sequence[dict[str, Any]], direction: str, seed_base: in
     if frame.empty:
         return pd.DataFrame(columns=LEADERBOARD_FIRST + LEADERBOARD_LAST)
     arg_cols = sorted(c for c in frame.columns if c not in LEADERBOARD_FIRST + LEADERBOARD_LAST)
-    for col in arg_cols:  # integer arguments stay integers beside the blanks of other families' rows
-        present = frame[col].dropna()
-        if len(present) and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+    # Integer arguments stay integers beside the blanks of other families' rows (pandas would make them
+    # floats); which ones are integers is read off the stored values, before the frame mixes them.
+    integer = {
+        k for r in records for k, v in r["params"].items() if isinstance(v, int) and not isinstance(v, bool)
+    }
+    for col in arg_cols:
+        if col in integer:
             frame[col] = frame[col].astype("Int64")
     frame = frame[LEADERBOARD_FIRST + arg_cols + LEADERBOARD_LAST]
     order = {"COMPLETE": 0, "PRUNED": 1, "FAIL": 2, "RUNNING": 3, "WAITING": 4}

@@ -427,3 +427,12 @@ def test_ui_prints_the_address_of_the_study_runs(
     cmd = started[0]
     assert cmd[1:3] == ["server", "--backend-store-uri"] and cmd[3] == f"sqlite:///{smoke_run / 'mlflow.db'}"
     assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
+
+
+def test_integer_arguments_stay_integers_in_the_leaderboard(smoke_run: Path) -> None:
+    as_text = pd.read_csv(smoke_run / "smoke" / "leaderboard.csv", dtype=str)
+    int_cols = [c for c in as_text.columns if c.endswith(("warmup_iters", "step_size"))]
+    assert int_cols
+    for col in int_cols:
+        written = as_text[col].dropna()
+        assert len(written) and written.str.fullmatch(r"\d+").all(), (col, list(written))
