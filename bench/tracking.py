@@ -32,7 +32,7 @@ for _name in ("mlflow", "alembic"):
 
 # Optuna's trial state -> MLflow's run status.
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED", "KILLED": "KILLED"}
-MAX_METRICS, MAX_PARAMS, MAX_TAGS = 1000, 100, 100
+MAX_METRICS, MAX_PARAMS = 1000, 100  # per log_batch call
 MAX_PARAM_CHARS = 6000
 
 
@@ -91,7 +91,6 @@ class Tracker:
     def __init__(self, tracking_uri: str, experiment: str):
         from mlflow import MlflowClient
 
-        self.uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri)
         found = self.client.get_experiment_by_name(experiment)
         if found is None:
@@ -285,7 +284,7 @@ class AsyncTracker:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        self.uri, self.experiment, self.spool = tracking_uri, experiment, spool_dir
+        self.spool = spool_dir
         self._pool = ProcessPoolExecutor(
             max_workers=1,
             mp_context=multiprocessing.get_context("spawn"),  # no fork of a process with torch threads
@@ -295,6 +294,11 @@ class AsyncTracker:
         self._pending: list[Any] = []
 
     def submit(self, method: str, *args: Any, spooled: Path | None = None) -> Any:
+        # Writes that are done leave the list, and a failed one is raised now rather than at the end.
+        done = [f for f in self._pending if f.done()]
+        self._pending = [f for f in self._pending if not f.done()]
+        for f in done:
+            f.result()
         future = self._pool.submit(_call, method, args, str(spooled) if spooled else None)
         self._pending.append(future)
         return future
