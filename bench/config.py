@@ -149,15 +149,21 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         options = typing.get_args(tp)
         if value is None and type(None) in options:
             return None
-        errors = []
+        errors: dict[Any, UserError] = {}
         for option in options:
             if option is type(None):
                 continue
             try:
                 return _convert(value, option, where)
             except UserError as exc:
-                errors.append(exc)
-        raise errors[0]
+                errors[option] = exc
+        # Say what is wrong with the form the user wrote: a mapping for a section, a list for a list.
+        for option, exc in errors.items():
+            if (isinstance(value, dict) and dataclasses.is_dataclass(option)) or (
+                isinstance(value, list) and typing.get_origin(option) is tuple
+            ):
+                raise exc
+        raise next(iter(errors.values()))
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -197,6 +203,13 @@ def _section(cls: Any, raw: Any, where: str) -> Any:
     unknown = [k for k in raw if k not in known]
     if unknown:
         raise UserError(f"{where}.{unknown[0]} is not a known key; {where} takes: {', '.join(known)}")
+    required = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in raw
+    ]
+    if required:
+        raise UserError(f"{where}.{required[0]} is required")
     return cls(**{k: _convert(v, hints[k], f"{where}.{k}") for k, v in raw.items()})
 
 
@@ -204,13 +217,8 @@ def _section(cls: Any, raw: Any, where: str) -> Any:
 
 
 def _training(raw: Any) -> TrainingSection:
-    raw = dict(raw or {}) if isinstance(raw, dict) else raw
-    if isinstance(raw, dict):
-        if isinstance(raw.get("optimizer"), str):
-            raw["optimizer"] = [raw["optimizer"]]
-        if isinstance(raw.get("lr"), dict):
-            lr = _section(FloatRange, raw.pop("lr"), "training.lr")
-            return dataclasses.replace(_section(TrainingSection, raw, "training"), lr=lr)
+    if isinstance(raw, dict) and isinstance(raw.get("optimizer"), str):  # one name is a list of one
+        raw = {**raw, "optimizer": [raw["optimizer"]]}
     return _section(TrainingSection, raw, "training")
 
 
