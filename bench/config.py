@@ -158,11 +158,11 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
             except UserError as exc:
                 errors[option] = exc
         # Say what is wrong with the form the user wrote: a mapping for a section, a list for a list.
-        for option, exc in errors.items():
+        for option, error in errors.items():
             if (isinstance(value, dict) and dataclasses.is_dataclass(option)) or (
                 isinstance(value, list) and typing.get_origin(option) is tuple
             ):
-                raise exc
+                raise error
         raise next(iter(errors.values()))
     if tp is bool:
         if isinstance(value, bool):
