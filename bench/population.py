@@ -127,13 +127,21 @@ class Population:
         self.n_train = len(task.y_train)
         self.steps_per_epoch = math.ceil(self.n_train / self.batch_size)
         self.total_steps = self.epochs * self.steps_per_epoch
+        # Samples in each step's batch (the last one may be short): weights of the epoch's mean train loss.
+        self.batch_weights = torch.tensor(
+            [min(self.batch_size, self.n_train - i * self.batch_size) for i in range(self.steps_per_epoch)],
+            dtype=torch.float32,
+            device=self.device,
+        )
 
         weights: list[list[torch.Tensor]] = []
         biases: list[list[torch.Tensor]] = []
         self.members: list[_Member] = []
         lr_rows, mom_rows = [], []
         for i, c in enumerate(cfgs):
-            torch.manual_seed(c.seed)  # as the reference trainer does, so initialisations match
+            # The CPU generator the reference trainer's torch.manual_seed sets, so initialisations match
+            # (torch.manual_seed itself also queues a seeding of every other backend: 0.6 ms a member).
+            torch.default_generator.manual_seed(c.seed)
             mlp = build_mlp(task.n_features, task.n_classes, c.model)
             linears = [m for m in mlp if isinstance(m, torch.nn.Linear)]
             weights.append([m.weight.detach().t() for m in linears])  # (in, out): x @ W
@@ -144,7 +152,7 @@ class Population:
                 family=family,
                 proxy=proxy,
                 scheduler=scheduler,
-                generator=torch.Generator(device=self.device).manual_seed(c.seed),
+                generator=torch.Generator().manual_seed(c.seed),  # batch order: as the reference's
                 result=TrialResult(
                     c.scheduler,
                     args,
@@ -345,8 +353,8 @@ class Population:
                 break
             k = len(self.members)
             order = torch.stack(
-                [torch.randperm(self.n_train, generator=m.generator, device=dev) for m in self.members]
-            )
+                [torch.randperm(self.n_train, generator=m.generator) for m in self.members]
+            ).to(dev)
             first = epoch * self.steps_per_epoch
             lrs = self.lr_table[:, first : first + self.steps_per_epoch]
             lr_dev = lrs.to(device=dev, dtype=torch.float32)
@@ -354,7 +362,6 @@ class Population:
                 device=dev, dtype=torch.float32
             )
             step_losses = torch.empty(self.steps_per_epoch, k, device=dev)
-            weights = torch.empty(self.steps_per_epoch, device=dev)
             # Each member's epoch of data in its own order, gathered once: batches are then plain slices.
             x_epoch, y_epoch = x_train[order], y_train[order]
             for i in range(self.steps_per_epoch):
@@ -364,11 +371,10 @@ class Population:
                 self._update(lr_dev[:, i], mom_dev[:, i])
                 self.grad.zero_()
                 step_losses[i] = loss.detach()
-                weights[i] = min(self.batch_size, self.n_train - rows.start)
 
             # One host sync per epoch: divergence, train / validation metrics.
             finite = torch.isfinite(step_losses).all(0)
-            train_loss = (step_losses * weights[:, None]).sum(0) / self.n_train
+            train_loss = (step_losses * self.batch_weights[:, None]).sum(0) / self.n_train
             val_loss, val_acc = self.evaluate(self.task.x_val, self.task.y_val)
             finite_l, train_l = finite.tolist(), train_loss.tolist()
             val_loss_l, val_acc_l = val_loss.tolist(), val_acc.tolist()

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from bench.data import Task
+from bench.data import DataConfig, Task, load_task
 from bench.engine import OPTIMIZERS, TrainConfig, train
 from bench.model import ModelConfig
 from bench.population import Population, auto_population_size, group_key, train_population
@@ -43,15 +43,18 @@ def _max_rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 LRS = {"sgd": 0.05, "adam": 3e-3, "adamw": 3e-3}
+NO_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=NO_CUDA)])
 @pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
-def test_members_match_the_reference_trainer(breast_cancer: Task, optimizer: str) -> None:
+def test_members_match_the_reference_trainer(breast_cancer: Task, optimizer: str, device: str) -> None:
+    task = breast_cancer if device == "cpu" else load_task(DataConfig(dataset="breast_cancer"), device)
     cfgs = _cfgs(optimizer, epochs=3, lr=LRS[optimizer])
-    pop = Population(breast_cancer, cfgs)
+    pop = Population(task, cfgs)
     results = pop.train()
     for i, (cfg, got) in enumerate(zip(cfgs, results, strict=True)):
-        ref = train(breast_cancer, cfg, keep_model=True)
+        ref = train(task, cfg, keep_model=True)
         assert got.lrs == ref.lrs, cfg.scheduler  # identical LR at every step
         assert got.scheduler_args == ref.scheduler_args
         assert ref.model is not None
@@ -59,7 +62,7 @@ def test_members_match_the_reference_trainer(breast_cancer: Task, optimizer: str
         for mine, theirs in zip(pop.member_weights(i), ref_weights, strict=True):
             assert _max_rel(mine, theirs) <= 1e-5, (cfg.scheduler, _max_rel(mine, theirs))
         assert got.val_loss == pytest.approx(ref.val_loss, rel=1e-4)
-        assert got.test_accuracy == pytest.approx(ref.test_accuracy, abs=1 / len(breast_cancer.y_test) + 1e-9)
+        assert got.test_accuracy == pytest.approx(ref.test_accuracy, abs=1 / len(task.y_test) + 1e-9)
 
 
 def test_lr_curves_match_over_a_longer_run_with_plateau_reductions(tiny_task: Task) -> None:
