@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import torch
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
@@ -377,6 +378,8 @@ def run_study(
         tracker = start_tracker(cfg, loc)
     try:
         device = resolve_device(cfg.training.device)
+        if device.type == "cpu":
+            _leave_a_core_to_the_writer()
         task: Task = load_task(cfg.task, device)
         steps_per_epoch = math.ceil(len(task.y_train) / cfg.training.batch_size)
         study = open_study(cfg, loc)
@@ -384,6 +387,15 @@ def run_study(
     finally:
         if own:
             tracker.close()
+
+
+def _leave_a_core_to_the_writer() -> None:
+    """Training on the CPU takes one core fewer than there are: the MLflow writer process works beside it
+    all study long, and torch's threads wait on each other when one of them shares a core (measured on 2
+    cores: a population of 13 trains in 0.6 s on one thread or on two, but in 3.3 s on two threads while
+    another process keeps a core busy)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), cores - 1)))
 
 
 def start_tracker(cfg: StudyConfig, loc: Locations) -> Any:

@@ -12,6 +12,7 @@ import itertools
 import logging
 import math
 import os
+import signal
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -26,9 +27,13 @@ if TYPE_CHECKING:
 PARENT_RUN_TAG = "mlflow.parentRunId"  # mlflow.utils.mlflow_tags.MLFLOW_PARENT_RUN_ID
 Point = tuple[str, float, int]  # (metric key, value, step)
 
-# MLflow announces database creation and migrations at INFO; a study's output is about trials.
-for _name in ("mlflow", "alembic"):
-    logging.getLogger(_name).setLevel(logging.WARNING)
+
+def _quiet() -> None:
+    """MLflow announces database creation and migrations at INFO; a study's output is about trials. Called
+    after mlflow is imported (its import sets its loggers' levels)."""
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
 
 # Optuna's trial state -> MLflow's run status.
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED", "KILLED": "KILLED"}
@@ -91,6 +96,7 @@ class Tracker:
     def __init__(self, tracking_uri: str, experiment: str):
         from mlflow import MlflowClient
 
+        _quiet()
         self.client = MlflowClient(tracking_uri=tracking_uri)
         found = self.client.get_experiment_by_name(experiment)
         if found is None:
@@ -245,15 +251,52 @@ def metric_points(result: TrialResult) -> list[Point]:
 # --- tracking off the training thread ------------------------------------------------------------------
 
 _WORKER: Tracker | None = None
+_PRESTARTED: Any = None  # a writer process started before the study process imported torch
 
 
-def _init_worker(tracking_uri: str, experiment: str) -> None:
-    import signal
-
+def _init_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the study's to handle; the writer finishes
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    import mlflow  # noqa: F401  (the import is the writer's start-up cost: paid here, off the study)
+
+    _quiet()
+
+
+def _connect(tracking_uri: str, experiment: str) -> int:
     global _WORKER
     _WORKER = Tracker(tracking_uri, experiment)
+    return os.getpid()
+
+
+def _writer_pool() -> Any:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    pool = ProcessPoolExecutor(
+        max_workers=1,
+        mp_context=multiprocessing.get_context("spawn"),  # no fork of a process with torch threads
+        initializer=_init_worker,
+    )
+    pool.submit(int)  # starts the process now (the pool starts it at the first task)
+    return pool
+
+
+def prestart_writer() -> None:
+    """Start the writer process before this process imports torch: on two cores, its import of mlflow
+    (seconds) then runs beside the study's imports instead of after them. :class:`AsyncTracker` takes it
+    up; :func:`discard_prestarted_writer` stops one that no study took."""
+    global _PRESTARTED
+    if _PRESTARTED is None:
+        _PRESTARTED = _writer_pool()
+
+
+def discard_prestarted_writer() -> None:
+    global _PRESTARTED
+    pool, _PRESTARTED = _PRESTARTED, None
+    if pool is not None:
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            proc.kill()  # it holds nothing yet: no need to wait for its imports to finish
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -281,25 +324,22 @@ class AsyncTracker:
     replays the spool (:meth:`replay_spool`)."""
 
     def __init__(self, tracking_uri: str, experiment: str, spool_dir: Path):
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
+        global _PRESTARTED
         self.spool = spool_dir
-        self._pool = ProcessPoolExecutor(
-            max_workers=1,
-            mp_context=multiprocessing.get_context("spawn"),  # no fork of a process with torch threads
-            initializer=_init_worker,
-            initargs=(tracking_uri, experiment),
-        )
+        self._pool, _PRESTARTED = _PRESTARTED or _writer_pool(), None
         self._pending: list[Any] = []
+        self._pid = self.submit("", tracking_uri, experiment, connect=True)
 
-    def submit(self, method: str, *args: Any, spooled: Path | None = None) -> Any:
+    def submit(self, method: str, *args: Any, spooled: Path | None = None, connect: bool = False) -> Any:
         # Writes that are done leave the list, and a failed one is raised now rather than at the end.
         done = [f for f in self._pending if f.done()]
         self._pending = [f for f in self._pending if not f.done()]
         for f in done:
             f.result()
-        future = self._pool.submit(_call, method, args, str(spooled) if spooled else None)
+        if connect:
+            future = self._pool.submit(_connect, *args)
+        else:
+            future = self._pool.submit(_call, method, args, str(spooled) if spooled else None)
         self._pending.append(future)
         return future
 
@@ -360,5 +400,10 @@ class AsyncTracker:
     def close(self) -> None:
         try:
             self.flush()
-        finally:
+        except BaseException:
             self._pool.shutdown(wait=True)
+            raise
+        # Everything is written and committed: the writer is stopped without its interpreter's teardown
+        # of the thousands of modules mlflow imports (about a second here, spent waiting for nothing).
+        os.kill(self._pid.result(), signal.SIGKILL)
+        self._pool.shutdown(wait=True)

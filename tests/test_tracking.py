@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 
 import pytest
 
-from bench import schedules
+from bench import schedules, tracking
 from bench.data import Task
 from bench.engine import TrainConfig, train
 from bench.tracking import AsyncTracker, Tracker, compact_curve, expand_curve, metric_points
@@ -42,8 +43,26 @@ def test_a_spooled_trial_is_replayed_after_a_kill(tmp_path: Path, breast_cancer:
         assert writer.replay_spool() == 1
     finally:
         writer.close()
+    with pytest.raises(ProcessLookupError):  # close() stops the writer once everything is written
+        os.kill(writer._pid.result(), 0)
     run = sync.client.get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.tags["state"] == "COMPLETE"
     assert expand_curve(sync.history(run_id, "lr")) == result.lrs
     assert run.data.params["scheduler"] == "StepLR"
     assert not list(spool.iterdir())
+
+
+def test_a_prestarted_writer_is_taken_up_or_stopped(tmp_path: Path) -> None:
+    """`lrbench study` starts its writer before importing torch; the study's tracker takes that process up,
+    and one that no study took (the command failed first) is stopped."""
+    tracking.prestart_writer()
+    pool = tracking._PRESTARTED
+    writer = AsyncTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "pre", tmp_path / "spool")
+    assert writer._pool is pool and tracking._PRESTARTED is None
+    assert writer.open_parent("pre", None, {}).result()
+    writer.close()
+    tracking.prestart_writer()
+    procs = list(tracking._PRESTARTED._processes.values())
+    assert procs
+    tracking.discard_prestarted_writer()
+    assert tracking._PRESTARTED is None and not any(p.is_alive() for p in procs)
