@@ -160,18 +160,15 @@ def _publish(cfg: Any, loc: Any, tracker: Any = None) -> str:
     metric = cfg.objective.metric
     board, table = report.export(stored.records, stored.direction, metric, out_dir, cfg.training.seed)
     files = [out_dir / "leaderboard.csv", out_dir / "schedulers.csv"]
-    curves = {}
+    runs = {}
     for _, fam in table.dropna(subset=["best_trial"]).iterrows():
         row = board[board["number"] == fam["best_trial"]].iloc[0]
         run_id = row["mlflow_run_id"]
         if isinstance(run_id, str) and run_id:
-            key = "val/accuracy" if metric == "val_accuracy" else "val/loss"
-            curves[f"{fam['scheduler']} (#{row['number']})"] = (
-                tracker.history(run_id, "lr"),
-                tracker.history(run_id, key),
-            )
-    if curves:
-        report.summary_figure(curves, metric, out_dir / "summary.png")
+            runs[f"{fam['scheduler']} (#{row['number']})"] = run_id
+    if runs:
+        key = "val/accuracy" if metric == "val_accuracy" else "val/loss"
+        tracker.summary_figure(runs, key, metric, out_dir / "summary.png")
         files.append(out_dir / "summary.png")
     if to_mlflow:
         tracker.log_parent_artifacts(files)

@@ -216,6 +216,16 @@ class Tracker:
     def history(self, run_id: str, key: str) -> list[tuple[int, float]]:
         return [(m.step, m.value) for m in self.client.get_metric_history(run_id, key)]
 
+    def summary_figure(self, runs: Mapping[str, str], key: str, metric: str, path: Path) -> None:
+        """The study's summary figure from the runs' own curves (label -> run id): `lr` and `key`. Drawn
+        where the tracking store is open; a study's writer process has imported matplotlib while idle."""
+        from bench.report import summary_figure
+
+        curves = {
+            label: (self.history(run_id, "lr"), self.history(run_id, key)) for label, run_id in runs.items()
+        }
+        summary_figure(curves, metric, path)
+
 
 def _param(value: Any) -> str:
     text = str(value)
@@ -260,6 +270,13 @@ def _init_worker() -> None:
     import mlflow  # noqa: F401  (the import is the writer's start-up cost: paid here, off the study)
 
     _quiet()
+
+
+def _warm_figure_imports() -> None:
+    """The writer waits for work most of a study: the summary figure's imports are paid then, not at the
+    end (about a second here)."""
+    import bench.plots
+    import bench.report  # noqa: F401
 
 
 def _connect(tracking_uri: str, experiment: str) -> int:
@@ -329,6 +346,7 @@ class AsyncTracker:
         self._pool, _PRESTARTED = _PRESTARTED or _writer_pool(), None
         self._pending: list[Any] = []
         self._pid = self.submit("", tracking_uri, experiment, connect=True)
+        self._pending.append(self._pool.submit(_warm_figure_imports))
 
     def submit(self, method: str, *args: Any, spooled: Path | None = None, connect: bool = False) -> Any:
         # Writes that are done leave the list, and a failed one is raised now rather than at the end.
