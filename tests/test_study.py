@@ -301,8 +301,8 @@ def _start_and_wait_for_a_running_trial(study: Path, out: Path) -> subprocess.Po
 
 
 def _slow_study(tmp_path: Path) -> Path:
-    # Long enough trials (about a second each) to be caught in the middle.
-    return write_study(tmp_path, training__epochs=60, training__batch_size=16, optuna__n_trials=4)
+    # Long enough trials (one to two seconds each here) to be caught in the middle by a poll of the stores.
+    return write_study(tmp_path, training__epochs=200, training__batch_size=16, optuna__n_trials=4)
 
 
 def test_kill_9_mid_trial_then_rerun_recovers(tmp_path: Path) -> None:
