@@ -269,8 +269,6 @@ def _init_worker() -> None:
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     import mlflow  # noqa: F401  (the import is the writer's start-up cost: paid here, off the study)
 
-    _quiet()
-
 
 def _warm_figure_imports() -> None:
     """The writer waits for work most of a study: the summary figure's imports are paid then, not at the
@@ -279,10 +277,9 @@ def _warm_figure_imports() -> None:
     import bench.report  # noqa: F401
 
 
-def _connect(tracking_uri: str, experiment: str) -> int:
+def _connect(tracking_uri: str, experiment: str) -> None:
     global _WORKER
     _WORKER = Tracker(tracking_uri, experiment)
-    return os.getpid()
 
 
 def _writer_pool() -> Any:
@@ -311,9 +308,15 @@ def discard_prestarted_writer() -> None:
     global _PRESTARTED
     pool, _PRESTARTED = _PRESTARTED, None
     if pool is not None:
-        for proc in list(getattr(pool, "_processes", {}).values()):
-            proc.kill()  # it holds nothing yet: no need to wait for its imports to finish
-        pool.shutdown(wait=True, cancel_futures=True)
+        _stop_writer(pool)  # it holds nothing yet: no need to wait for its imports to finish
+
+
+def _stop_writer(pool: Any) -> None:
+    """Stop the writer process at once, without its interpreter's teardown of the thousands of modules
+    mlflow imports (about a second here). Only for a writer with nothing left to write."""
+    for proc in list(getattr(pool, "_processes", {}).values()):  # the executor's own process handles
+        proc.kill()
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -345,19 +348,20 @@ class AsyncTracker:
         self.spool = spool_dir
         self._pool, _PRESTARTED = _PRESTARTED or _writer_pool(), None
         self._pending: list[Any] = []
-        self._pid = self.submit("", tracking_uri, experiment, connect=True)
-        self._pending.append(self._pool.submit(_warm_figure_imports))
+        self._submit(_connect, tracking_uri, experiment)
+        self._submit(_warm_figure_imports)
 
-    def submit(self, method: str, *args: Any, spooled: Path | None = None, connect: bool = False) -> Any:
+    def submit(self, method: str, *args: Any, spooled: Path | None = None) -> Any:
+        """Run a Tracker method in the writer; returns its future."""
+        return self._submit(_call, method, args, str(spooled) if spooled else None)
+
+    def _submit(self, fn: Any, *args: Any) -> Any:
         # Writes that are done leave the list, and a failed one is raised now rather than at the end.
         done = [f for f in self._pending if f.done()]
         self._pending = [f for f in self._pending if not f.done()]
         for f in done:
             f.result()
-        if connect:
-            future = self._pool.submit(_connect, *args)
-        else:
-            future = self._pool.submit(_call, method, args, str(spooled) if spooled else None)
+        future = self._pool.submit(fn, *args)
         self._pending.append(future)
         return future
 
@@ -421,7 +425,4 @@ class AsyncTracker:
         except BaseException:
             self._pool.shutdown(wait=True)
             raise
-        # Everything is written and committed: the writer is stopped without its interpreter's teardown
-        # of the thousands of modules mlflow imports (about a second here, spent waiting for nothing).
-        os.kill(self._pid.result(), signal.SIGKILL)
-        self._pool.shutdown(wait=True)
+        _stop_writer(self._pool)  # everything is written and committed
