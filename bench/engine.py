@@ -144,6 +144,15 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[
     return float(loss), float(correct) / len(y)
 
 
+def batch_weights(n_train: int, batch_size: int, device: torch.device) -> torch.Tensor:
+    """Samples in each step's batch of an epoch (the last may be short): the weights of the epoch's mean
+    training loss."""
+    steps = math.ceil(n_train / batch_size)
+    weights = torch.full((steps,), float(batch_size), device=device)
+    weights[-1] = n_train - batch_size * (steps - 1)
+    return weights
+
+
 def train(
     task: Task,
     cfg: TrainConfig,
@@ -174,8 +183,7 @@ def train(
     generator = torch.Generator().manual_seed(cfg.seed)
     # Per-step losses stay on the device and are read once per epoch: no host sync inside the loop.
     step_losses = torch.empty(steps_per_epoch, device=device)
-    batch_weights = torch.full((steps_per_epoch,), float(cfg.batch_size), device=device)
-    batch_weights[-1] = n_train - cfg.batch_size * (steps_per_epoch - 1)
+    weights = batch_weights(n_train, cfg.batch_size, device)
 
     result = TrialResult(
         cfg.scheduler, args, [], [], [], [], steps_per_epoch=steps_per_epoch, device=str(device)
@@ -201,7 +209,7 @@ def train(
             result.diverged, result.diverged_step = True, epoch * steps_per_epoch + first_bad
             result.epochs_run = epoch + 1
             break
-        train_loss = float((step_losses * batch_weights).sum()) / n_train
+        train_loss = float((step_losses * weights).sum()) / n_train
         val_loss, val_acc = evaluate(model, task.x_val, task.y_val)
         result.epochs_run = epoch + 1
         if not math.isfinite(val_loss):

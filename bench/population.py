@@ -37,7 +37,7 @@ from torch.nn import functional as F
 
 from bench import schedules
 from bench.data import Task
-from bench.engine import OPTIMIZERS, EpochMetrics, TrainConfig, TrialResult
+from bench.engine import OPTIMIZERS, EpochMetrics, TrainConfig, TrialResult, batch_weights
 from bench.errors import UserError
 from bench.model import ACTIVATIONS, ModelConfig, build_mlp, loss_and_correct, output_size
 
@@ -127,12 +127,7 @@ class Population:
         self.n_train = len(task.y_train)
         self.steps_per_epoch = math.ceil(self.n_train / self.batch_size)
         self.total_steps = self.epochs * self.steps_per_epoch
-        # Samples in each step's batch (the last one may be short): weights of the epoch's mean train loss.
-        self.batch_weights = torch.tensor(
-            [min(self.batch_size, self.n_train - i * self.batch_size) for i in range(self.steps_per_epoch)],
-            dtype=torch.float32,
-            device=self.device,
-        )
+        self.batch_weights = batch_weights(self.n_train, self.batch_size, self.device)
 
         weights: list[list[torch.Tensor]] = []
         biases: list[list[torch.Tensor]] = []
