@@ -4,16 +4,30 @@ It imports nothing heavy before it has started, for ``lrbench study``, the study
 that process's own start-up (importing mlflow) then runs beside this one's (importing torch) rather than
 after it. The writer is spawned, and a spawned process re-runs the command's script: that costs nothing
 when the script imports only this module.
+
+Run as the command (no ``argv`` given), a command that returns ends the process at once, without the
+interpreter's teardown: by then everything it wrote is closed (the MLflow writer flushed and stopped,
+every storage write done), and tearing down the thousands of modules torch loads costs about a second
+here. Called from Python with ``argv``, :func:`main` returns like any function.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 from collections.abc import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    rc = _main(args)
+    if argv is None:
+        _exit_now(rc)
+    return rc
+
+
+def _main(args: list[str]) -> int:
     if args[:1] == ["study"] and not {"-h", "--help"} & set(args):
         from bench import tracking
 
@@ -29,3 +43,11 @@ def _cli(args: list[str]) -> int:
     from bench.cli import main as cli_main
 
     return cli_main(args)
+
+
+def _exit_now(rc: int) -> None:
+    """End the process with ``rc`` once what it printed is out."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe (`lrbench ... | head`) or stream
+            stream.flush()
+    os._exit(rc)
