@@ -267,7 +267,10 @@ _PRESTARTED: Any = None  # a writer process started before the study process imp
 def _init_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the study's to handle; the writer finishes
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
-    import mlflow  # noqa: F401  (the import is the writer's start-up cost: paid here, off the study)
+    # The imports are the writer's start-up cost: paid here, while the study process imports torch. MLflow
+    # imports its database store only when a client first opens one (about a second here, for an existing
+    # database as much as for a new one); the embedded default and a PostgreSQL store both use it.
+    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
 
 
 def _warm_figure_imports() -> None:
