@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -119,3 +121,27 @@ def test_auto_population_size(breast_cancer: Task) -> None:
     k = auto_population_size(breast_cancer, ModelConfig(), 32)
     assert 1 <= k <= 256
     assert auto_population_size(breast_cancer, ModelConfig(), 32, cap=8) == 8
+
+
+def test_a_population_leaves_torch_dynamo_unimported() -> None:
+    """Half of a default study's fixed cost was torch._dynamo, imported by torch.optim on first use for
+    torch.compile's sake alone (bench.population._no_dynamo_import). In a fresh process, every family and
+    optimizer, warnings as errors (the proxies' scheduler steps warn nothing either)."""
+    code = """
+import sys, warnings
+warnings.simplefilter("error")
+import torch
+from bench.data import DataConfig, load_task
+from bench.engine import TrainConfig
+from bench.population import train_population
+from bench.schedules import SCHEDULES
+task = load_task(DataConfig(dataset="breast_cancer"), torch.device("cpu"))
+cfgs = [TrainConfig(scheduler=f, optimizer=o, epochs=2, seed=i)
+        for i, f in enumerate(sorted(SCHEDULES)) for o in ("sgd", "adam", "adamw")]
+results = train_population(task, cfgs)
+assert all(len(r.val_loss) == 2 for r in results), [r.val_loss for r in results]
+print("torch._dynamo" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
