@@ -169,7 +169,9 @@ def summary_figure(
     for ax in (ax_lr, ax_val):
         ax.grid(alpha=0.3)
     ax_val.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
+    # Fixed margins that fit these labels: tight_layout would draw the figure once more to measure them
+    # (0.7 s against 0.5 s for the whole figure here, the last thing a study waits for).
+    fig.subplots_adjust(left=0.06, right=0.99, bottom=0.1, top=0.93, wspace=0.14)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
