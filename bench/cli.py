@@ -137,10 +137,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _study_locations(args: argparse.Namespace) -> tuple[Any, Any]:
     from bench import config
-    from bench.study import Locations
 
     cfg = config.load(args.study)
-    loc = Locations.resolve(
+    loc = config.Locations.resolve(
         cfg, args.output, getattr(args, "storage", None), getattr(args, "tracking_uri", None)
     )
     return cfg, loc
@@ -178,14 +177,16 @@ def _publish(cfg: Any, loc: Any, tracker: Any = None) -> str:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from bench.study import run_study, start_tracker
+    from bench.tracking import start_tracker
 
     cfg, loc = _study_locations(args)
     if args.n_trials is not None and args.n_trials < 1:
         raise UserError(f"--n-trials must be at least 1, got {args.n_trials}")
     print(f"study {cfg.name}: storage {loc.storage}, tracking {loc.tracking_uri}", file=sys.stderr)
-    tracker = start_tracker(cfg, loc)
+    tracker = start_tracker(cfg, loc)  # before importing optuna and the engines: MLflow opens meanwhile
     try:
+        from bench.study import run_study
+
         outcome = run_study(cfg, loc, n_trials=args.n_trials, tracker=tracker)
         print(_publish(cfg, loc, tracker))
     finally:

@@ -387,3 +387,30 @@ def load(path: str | Path) -> StudyConfig:
     except UserError as exc:
         raise UserError(f"task: {exc}") from None
     return cfg
+
+
+@dataclass(frozen=True)
+class Locations:
+    """Where a study's results live. Everything defaults to one results root."""
+
+    root: Path
+    storage: str
+    tracking_uri: str
+
+    @classmethod
+    def resolve(
+        cls,
+        cfg: StudyConfig,
+        output: str | None = None,
+        storage: str | None = None,
+        tracking_uri: str | None = None,
+    ) -> Locations:
+        root = Path(output or cfg.output).resolve()
+        return cls(
+            root=root,
+            storage=storage or str(root / "optuna.journal"),
+            tracking_uri=tracking_uri or f"sqlite:///{root / 'mlflow.db'}",
+        )
+
+    def results_dir(self, cfg: StudyConfig) -> Path:
+        return self.root / cfg.name

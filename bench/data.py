@@ -7,19 +7,21 @@ a target column, an optional label mapping and columns to drop. Bad data is a :c
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import torch
-from sklearn import datasets as skdata
-from sklearn.model_selection import train_test_split
-from sklearn.preprocessing import StandardScaler
 
 from bench.errors import UserError
+
+# pandas and scikit-learn (1.5 s to import here) are imported where data is loaded: a study reads its
+# definition, and starts its MLflow writer on it, before it pays for them.
+if TYPE_CHECKING:
+    import pandas as pd
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
@@ -78,9 +80,11 @@ def _breast_cancer(cfg: DataConfig) -> tuple[pd.DataFrame, pd.Series]:
     return _read_csv(path, "diagnosis", ("id",), {"B": 0, "M": 1})
 
 
-def _sklearn(loader: Callable[..., Any]) -> Callable[[DataConfig], tuple[pd.DataFrame, pd.Series]]:
+def _sklearn(loader: str) -> Callable[[DataConfig], tuple[pd.DataFrame, pd.Series]]:
+    """One of scikit-learn's bundled datasets, by its loader's name in sklearn.datasets."""
+
     def load(cfg: DataConfig) -> tuple[pd.DataFrame, pd.Series]:
-        bunch = loader(as_frame=True)
+        bunch = getattr(importlib.import_module("sklearn.datasets"), loader)(as_frame=True)
         return bunch.data, bunch.target
 
     return load
@@ -92,8 +96,11 @@ def _synthetic(cfg: DataConfig) -> tuple[pd.DataFrame, pd.Series]:
             f"synthetic data needs rows >= 10, features >= 2 and classes >= 2, "
             f"but got (rows={cfg.rows}, features={cfg.features}, classes={cfg.classes})"
         )
+    import pandas as pd
+    from sklearn.datasets import make_classification
+
     informative = max(2, min(cfg.features, cfg.features // 2))
-    x, y = skdata.make_classification(
+    x, y = make_classification(
         n_samples=cfg.rows,
         n_features=cfg.features,
         n_informative=informative,
@@ -107,9 +114,9 @@ def _synthetic(cfg: DataConfig) -> tuple[pd.DataFrame, pd.Series]:
 
 DATASETS: dict[str, Callable[[DataConfig], tuple[pd.DataFrame, pd.Series]]] = {
     "breast_cancer": _breast_cancer,
-    "wine": _sklearn(skdata.load_wine),
-    "digits": _sklearn(skdata.load_digits),
-    "iris": _sklearn(skdata.load_iris),
+    "wine": _sklearn("load_wine"),
+    "digits": _sklearn("load_digits"),
+    "iris": _sklearn("load_iris"),
     "synthetic": _synthetic,
 }
 
@@ -117,6 +124,8 @@ DATASETS: dict[str, Callable[[DataConfig], tuple[pd.DataFrame, pd.Series]]] = {
 def _read_csv(
     path: Path, target: str, drop: tuple[str, ...], label_map: Mapping[str, int] | None
 ) -> tuple[pd.DataFrame, pd.Series]:
+    import pandas as pd
+
     if not path.is_file():
         raise UserError(f"data file not found: {path}")
     try:
@@ -140,6 +149,8 @@ def _read_csv(
 
 
 def _check(name: str, x: pd.DataFrame, y: pd.Series) -> None:
+    import pandas as pd
+
     non_numeric = [c for c in x.columns if not pd.api.types.is_numeric_dtype(x[c])]
     if non_numeric:
         raise UserError(
@@ -190,6 +201,9 @@ def load_frame(cfg: DataConfig) -> tuple[pd.DataFrame, pd.Series]:
 
 def load_task(cfg: DataConfig, device: torch.device | str = "cpu") -> Task:
     """Split (stratified, from ``split_seed``), scale on train only, and move to the device once."""
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
     x, y = load_frame(cfg)
     classes, codes = np.unique(y.to_numpy(), return_inverse=True)
     _split_sizes_ok(cfg.name, len(x), len(classes), cfg)

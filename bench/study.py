@@ -27,7 +27,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from bench import schedules
-from bench.config import FloatRange, StudyConfig
+from bench.config import FloatRange, Locations, StudyConfig
 from bench.data import Task, load_task
 from bench.engine import EpochMetrics, TrainConfig, TrialResult, resolve_device, train
 from bench.errors import UserError
@@ -41,33 +41,6 @@ warnings.filterwarnings("ignore", message=".*fall back to.*", category=UserWarni
 warnings.filterwarnings("ignore", message=".*independent sampler.*", category=UserWarning)
 
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
-
-
-@dataclass(frozen=True)
-class Locations:
-    """Where a study's results live. Everything defaults to one results root."""
-
-    root: Path
-    storage: str
-    tracking_uri: str
-
-    @classmethod
-    def resolve(
-        cls,
-        cfg: StudyConfig,
-        output: str | None = None,
-        storage: str | None = None,
-        tracking_uri: str | None = None,
-    ) -> Locations:
-        root = Path(output or cfg.output).resolve()
-        return cls(
-            root=root,
-            storage=storage or str(root / "optuna.journal"),
-            tracking_uri=tracking_uri or f"sqlite:///{root / 'mlflow.db'}",
-        )
-
-    def results_dir(self, cfg: StudyConfig) -> Path:
-        return self.root / cfg.name
 
 
 def open_storage(url: str) -> optuna.storages.BaseStorage:
@@ -371,10 +344,13 @@ def run_study(
     tracker: Any = None,
 ) -> Outcome:
     """Run (or resume) a study until COMPLETE + PRUNED trials reach n_trials, or the timeout. A tracker
-    passed in (see :func:`start_tracker`) is left open for the caller; one made here is closed."""
+    passed in (see :func:`bench.tracking.start_tracker`) is left open for the caller; one made here is
+    closed."""
     target = n_trials or cfg.optuna.n_trials
     own = tracker is None
     if own:
+        from bench.tracking import start_tracker
+
         tracker = start_tracker(cfg, loc)
     try:
         device = resolve_device(cfg.training.device)
@@ -396,14 +372,6 @@ def _leave_a_core_to_the_writer() -> None:
     another process keeps a core busy)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     torch.set_num_threads(max(1, min(torch.get_num_threads(), cores - 1)))
-
-
-def start_tracker(cfg: StudyConfig, loc: Locations) -> Any:
-    """The study's MLflow writer process; started early, it opens the tracking store while the study
-    process loads its data and storage."""
-    from bench.tracking import AsyncTracker
-
-    return AsyncTracker(loc.tracking_uri, cfg.name, loc.root / "spool" / cfg.name)
 
 
 def _run(
@@ -544,7 +512,7 @@ def _run_batch(
                 continue
             started.append((trial, spec))
         # The trials' MLflow runs are created in the writer process while they train.
-        runs = tracker.submit("start_trials", cfg.name, [(t.number, s.scheduler) for t, s in started])
+        runs = tracker.start_trials(cfg.name, [(t.number, s.scheduler) for t, s in started])
         results = _train(cfg, task, started)
         run_ids = runs.result()
         for (trial, _), run_id in zip(started, run_ids, strict=True):

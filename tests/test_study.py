@@ -21,7 +21,8 @@ import yaml
 
 from bench import config, schedules
 from bench.cli import main, parse_value
-from bench.study import Locations, load_trials, open_storage
+from bench.config import Locations
+from bench.study import load_trials, open_storage
 from bench.tracking import expand_curve
 
 ROOT = Path(__file__).resolve().parent.parent
