@@ -15,7 +15,7 @@ import socket
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from typing import Any
 import optuna
 import torch
 from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal import BaseJournalBackend, JournalFileBackend, JournalFileSymlinkLock
 from optuna.trial import TrialState
 
 from bench import schedules
@@ -53,7 +53,39 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         return optuna.storages.RDBStorage(url)
     path = Path(url)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(str(path)))
+    return JournalStorage(JournalFile(str(path)))
+
+
+class JournalFile(BaseJournalBackend):
+    """Optuna's journal file, with one change: a write of intermediate values alone (a trial's per-epoch
+    report, the most frequent write of a study) is not fsynced. Every other write is Optuna's own, fsync
+    included, and it makes what was written before it durable too.
+
+    Optuna's file backend fsyncs each write: about 0.3 ms here, half the cost of a report and its pruning
+    check. Without it a report is as safe against a killed process (the kernel has the data); only a
+    machine crash can lose the last reports of trials still running, which are then re-run like any trial
+    of a dead worker. Same file, same format, same lock: other processes read and write it with Optuna's
+    own backend."""
+
+    def __init__(self, path: str):
+        self._path = path
+        self._lock = JournalFileSymlinkLock(path)  # Optuna's default lock for the file
+        self._file = JournalFileBackend(path, lock_obj=self._lock)
+
+    def read_logs(self, log_number_from: int) -> Iterable[dict[str, Any]]:
+        return self._file.read_logs(log_number_from)
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        if not all("intermediate_value" in log for log in logs):
+            self._file.append_logs(logs)
+            return
+        text = "".join(json.dumps(log, separators=(",", ":")) + "\n" for log in logs)
+        self._lock.acquire()
+        try:
+            with open(self._path, "ab") as f:
+                f.write(text.encode("utf-8"))
+        finally:
+            self._lock.release()
 
 
 # --- who runs a trial (to tell a dead process's trials from a live one's) ---------------------------------
