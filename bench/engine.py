@@ -17,7 +17,7 @@ import torch
 from bench import schedules
 from bench.data import Task
 from bench.errors import UserError
-from bench.model import ModelConfig, build_mlp, loss_and_correct
+from bench.model import ModelConfig, build_mlp, loss_and_correct, mean_loss
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     # SGD always with momentum: plain SGD is rarely what anyone compares schedules on.
@@ -195,7 +195,7 @@ def train(
             idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
             # The LR this step uses, as the scheduler left it on the optimizer.
             result.lrs.append(optimizer.param_groups[0]["lr"])
-            loss, _ = loss_and_correct(model(task.x_train[idx]), task.y_train[idx])
+            loss = mean_loss(model(task.x_train[idx]), task.y_train[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

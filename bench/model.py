@@ -43,20 +43,29 @@ def build_mlp(n_features: int, n_classes: int, cfg: ModelConfig) -> nn.Sequentia
     return nn.Sequential(*layers)
 
 
-def loss_and_correct(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean loss over the batch and the number of correct predictions (tensors: no host sync).
+def mean_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean loss over the batch (a tensor: no host sync): binary cross-entropy on one logit, cross-entropy
+    otherwise.
 
     logits (..., B, outputs) and labels (..., B): any leading axes are kept, so a population's
-    (K, B, outputs) gives one loss and one count per member, and a plain (B, outputs) gives scalars.
+    (K, B, outputs) gives one loss per member, and a plain (B, outputs) gives a scalar.
     """
     if logits.shape[-1] == 1:
         z = logits.squeeze(-1)
-        loss = nn.functional.binary_cross_entropy_with_logits(z, y.to(z.dtype), reduction="none")
-        correct = ((z >= 0).to(y.dtype) == y).sum(-1)
+        per_row = nn.functional.binary_cross_entropy_with_logits(z, y.to(z.dtype), reduction="none")
     else:
         flat = nn.functional.cross_entropy(
             logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none"
         )
-        loss = flat.view(y.shape)
+        per_row = flat.view(y.shape)
+    return per_row.mean(-1)
+
+
+def loss_and_correct(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`mean_loss` and the number of correct predictions (for evaluation; training steps need the loss
+    alone)."""
+    if logits.shape[-1] == 1:
+        correct = ((logits.squeeze(-1) >= 0).to(y.dtype) == y).sum(-1)
+    else:
         correct = (logits.argmax(-1) == y).sum(-1)
-    return loss.mean(-1), correct
+    return mean_loss(logits, y), correct

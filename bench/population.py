@@ -42,7 +42,7 @@ from bench import schedules
 from bench.data import Task
 from bench.engine import OPTIMIZERS, EpochMetrics, TrainConfig, TrialResult, batch_weights
 from bench.errors import UserError
-from bench.model import ACTIVATIONS, ModelConfig, build_mlp, loss_and_correct, output_size
+from bench.model import ACTIVATIONS, ModelConfig, build_mlp, loss_and_correct, mean_loss, output_size
 
 # Parameters and gradients are row views of flat buffers (see Population._set_flat); autograd notes that
 # their strides differ from a fresh tensor's. Accumulation into them is correct (the contract tests),
@@ -411,7 +411,7 @@ class Population:
             x_epoch, y_epoch = x_train[order], y_train[order]
             for i in range(self.steps_per_epoch):
                 rows = slice(i * self.batch_size, (i + 1) * self.batch_size)
-                loss, _ = loss_and_correct(self.forward(x_epoch[:, rows]), y_epoch[:, rows])
+                loss = mean_loss(self.forward(x_epoch[:, rows]), y_epoch[:, rows])
                 loss.sum().backward()  # member k's loss depends on member k's weights only
                 self._update(lr_dev[:, i], mom_dev[:, i])
                 self.grad.zero_()
