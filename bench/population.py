@@ -96,8 +96,8 @@ def proxy_schedule(
 
 @contextlib.contextmanager
 def _no_dynamo_import() -> Iterator[None]:
-    """Build a torch optimizer without importing torch._dynamo (1.5 s here, and about as long again to
-    tear down at exit), when nothing has imported it yet.
+    """Build a torch optimizer without importing torch._dynamo (1.5 s here, and more for the interpreter
+    to tear down at exit), when nothing has imported it yet.
 
     ``Optimizer.add_param_group`` is wrapped by ``torch._disable_dynamo``, which imports torch._dynamo on
     its first call only to exempt the method from ``torch.compile`` tracing; lrbench compiles nothing. The
