@@ -384,6 +384,7 @@ def run_study(
         from bench.tracking import start_tracker
 
         tracker = start_tracker(cfg, loc)
+    threads = torch.get_num_threads()
     try:
         device = resolve_device(cfg.training.device)
         if device.type == "cpu":
@@ -393,6 +394,7 @@ def run_study(
         study = open_study(cfg, loc)
         return _run(cfg, loc, study, tracker, task, steps_per_epoch, target, on_trial)
     finally:
+        torch.set_num_threads(threads)  # a caller in the same process gets its threads back
         if own:
             tracker.close()
 

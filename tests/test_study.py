@@ -418,6 +418,21 @@ def test_report_every_stores_fewer_intermediate_values(tmp_path: Path) -> None:
         assert sorted(trial.intermediate_values) == [2, 5, 6]  # every third epoch, and the last
 
 
+def test_a_study_gives_torch_its_threads_back(tmp_path: Path) -> None:
+    """On the CPU a study trains on one core fewer (its MLflow writer has the other); a caller in the same
+    process gets its thread count back afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        study = write_study(tmp_path, optuna__n_trials=2, training__epochs=2)
+        assert main(["study", str(study), "--output", str(tmp_path)]) == 0
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_journal_file_skips_fsync_for_reports_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Per-epoch reports are written without an fsync, every other write with Optuna's own; the file is
     Optuna's format: its own backend reads back the same trials."""
