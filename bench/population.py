@@ -79,9 +79,11 @@ def auto_population_size(task: Task, model: ModelConfig, batch_size: int, cap: i
     return max(1, min(cap or default_cap, int(free * 0.25) // per_member))
 
 
-def proxy_schedule(
-    cfg: TrainConfig, steps_per_epoch: int
-) -> tuple[schedules.Family, dict[str, object], torch.optim.Optimizer, schedules.Scheduler]:
+# A trial's family, resolved arguments, proxy optimizer and scheduler on it (see proxy_schedule).
+ProxySchedule = tuple[schedules.Family, dict[str, object], torch.optim.Optimizer, schedules.Scheduler]
+
+
+def proxy_schedule(cfg: TrainConfig, steps_per_epoch: int) -> ProxySchedule:
     """A trial's own torch scheduler, built by the registry on a one-parameter stand-in of its optimizer
     (same class and hyperparameters): the family, the resolved arguments, the stand-in and the scheduler."""
     family = schedules.get(cfg.scheduler)
@@ -145,7 +147,9 @@ def _momentum_of(group: dict[str, object], optimizer: str) -> float:
 class Population:
     """K members as stacked tensors. Built from TrainConfigs that share :func:`group_key`."""
 
-    def __init__(self, task: Task, cfgs: Sequence[TrainConfig]):
+    def __init__(self, task: Task, cfgs: Sequence[TrainConfig], built: Sequence[ProxySchedule] | None = None):
+        """``built``: the members' :func:`proxy_schedule`, where the caller has built them already (fresh,
+        never stepped); else they are built here."""
         if not cfgs:
             raise ValueError("a population needs at least one member")
         keys = {group_key(c) for c in cfgs}
@@ -155,6 +159,8 @@ class Population:
             )
         for c in cfgs:
             c.check()
+        if built is not None and len(built) != len(cfgs):
+            raise ValueError(f"{len(built)} prebuilt schedules for {len(cfgs)} members")
         self.task = task
         self.device = task.device
         first = cfgs[0]
@@ -180,7 +186,7 @@ class Population:
             linears = [m for m in mlp if isinstance(m, torch.nn.Linear)]
             weights.append([m.weight.detach().t() for m in linears])  # (in, out): x @ W
             biases.append([m.bias.detach().unsqueeze(0) for m in linears])
-            family, args, proxy, scheduler = proxy_schedule(c, self.steps_per_epoch)
+            family, args, proxy, scheduler = built[i] if built else proxy_schedule(c, self.steps_per_epoch)
             member = _Member(
                 index=i,
                 family=family,
@@ -481,14 +487,16 @@ def train_population(
     task: Task,
     cfgs: Sequence[TrainConfig],
     on_epoch: Callable[[int, EpochMetrics], bool | None] | None = None,
+    built: Sequence[ProxySchedule] | None = None,
 ) -> list[TrialResult]:
-    """Train many trials at once, grouped into populations by :func:`group_key`; results in input order."""
+    """Train many trials at once, grouped into populations by :func:`group_key`; results in input order.
+    ``built``: the trials' :func:`proxy_schedule` where the caller has them (see :class:`Population`)."""
     results: list[TrialResult | None] = [None] * len(cfgs)
     groups: dict[tuple[object, ...], list[int]] = {}
     for i, c in enumerate(cfgs):
         groups.setdefault(group_key(c), []).append(i)
     for indices in groups.values():
-        pop = Population(task, [cfgs[i] for i in indices])
+        pop = Population(task, [cfgs[i] for i in indices], [built[i] for i in indices] if built else None)
 
         def hook(j: int, m: EpochMetrics, indices: list[int] = indices) -> bool | None:
             return on_epoch(indices[j], m) if on_epoch is not None else None

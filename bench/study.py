@@ -31,7 +31,7 @@ from bench.config import FloatRange, Locations, StudyConfig
 from bench.data import Task, load_task
 from bench.engine import EpochMetrics, TrainConfig, TrialResult, resolve_device, train
 from bench.errors import UserError
-from bench.population import auto_population_size, proxy_schedule, train_population
+from bench.population import ProxySchedule, auto_population_size, proxy_schedule, train_population
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # Samplers that cannot handle conditional spaces (CMA-ES, QMC) fall back to independent sampling for the
@@ -531,6 +531,7 @@ def _run_batch(
     """Ask k trials, train them (one population, or one by one with the reference engine), tell them."""
     asked = [study.ask() for _ in range(k)]
     started: list[tuple[optuna.Trial, TrialSpec]] = []
+    built: list[ProxySchedule] = []  # each started trial's schedule, built once and trained with
     told: list[int] = []
     runs = None
     try:
@@ -538,16 +539,17 @@ def _run_batch(
             trial.set_user_attr("worker", me)
             try:
                 spec = sample(trial, cfg, steps_per_epoch)
-                # Built once here so that bad arguments fail this trial alone, not the population.
-                proxy_schedule(train_config(cfg, spec), steps_per_epoch)
+                # Built here, so that bad arguments fail this trial alone, not the population.
+                schedule = proxy_schedule(train_config(cfg, spec), steps_per_epoch)
             except Exception as exc:  # this trial's own problem: it fails alone
                 _fail(study, tracker, trial, None, _message(exc), "FAIL")
                 told.append(trial.number)
                 continue
             started.append((trial, spec))
+            built.append(schedule)
         # The trials' MLflow runs are created in the writer process while they train.
         runs = tracker.start_trials(cfg.name, [(t.number, s.scheduler) for t, s in started])
-        results = _train(cfg, task, started)
+        results = _train(cfg, task, started, built)
         run_ids = runs.result()
         for (trial, _), run_id in zip(started, run_ids, strict=True):
             trial.set_user_attr("mlflow_run_id", run_id)
@@ -568,16 +570,21 @@ def _run_batch(
 
 
 def _train(
-    cfg: StudyConfig, task: Task, started: list[tuple[optuna.Trial, TrialSpec]]
+    cfg: StudyConfig,
+    task: Task,
+    started: list[tuple[optuna.Trial, TrialSpec]],
+    built: list[ProxySchedule],
 ) -> list[TrialResult | Exception]:
-    """Train the started trials; an exception is returned in the place of the trial it belongs to."""
+    """Train the started trials; an exception is returned in the place of the trial it belongs to. The
+    population engine trains on the schedules built when the trials started; the reference trainer builds
+    its own optimizer and scheduler."""
     if not started:
         return []
     hooks = [_reporter(cfg, trial) for trial, _ in started]
     cfgs = [train_config(cfg, spec) for _, spec in started]
     if cfg.training.engine == "population":
         try:
-            return list(train_population(task, cfgs, on_epoch=lambda i, m: hooks[i](m)))
+            return list(train_population(task, cfgs, on_epoch=lambda i, m: hooks[i](m), built=built))
         except Exception as exc:  # an error that is no single trial's: the batch fails, the study goes on
             return [exc for _ in started]
     out: list[TrialResult | Exception] = []

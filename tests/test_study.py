@@ -418,6 +418,25 @@ def test_report_every_stores_fewer_intermediate_values(tmp_path: Path) -> None:
         assert sorted(trial.intermediate_values) == [2, 5, 6]  # every third epoch, and the last
 
 
+def test_each_trial_schedule_is_built_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The study builds a trial's schedule when it starts the trial (bad arguments fail that trial alone)
+    and the population trains on that one: not built a second time."""
+    from bench import population, study
+
+    calls: list[str] = []
+    real = population.proxy_schedule
+
+    def counting(cfg: Any, steps_per_epoch: int) -> Any:
+        calls.append(cfg.scheduler)
+        return real(cfg, steps_per_epoch)
+
+    monkeypatch.setattr(population, "proxy_schedule", counting)
+    monkeypatch.setattr(study, "proxy_schedule", counting)
+    path = write_study(tmp_path, optuna__n_trials=4, training__epochs=2)
+    assert main(["study", str(path), "--output", str(tmp_path)]) == 0
+    assert len(calls) == 4
+
+
 def test_a_study_gives_torch_its_threads_back(tmp_path: Path) -> None:
     """On the CPU a study trains on one core fewer (its MLflow writer has the other); a caller in the same
     process gets its thread count back afterwards."""
