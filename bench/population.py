@@ -12,8 +12,9 @@ What is shared and what is each member's own:
   are stepped through the whole run up front, exactly as a training loop would step them, and give a
   table of the LR (and momentum, for ``cycle_momentum``) each optimizer step uses. ReduceLROnPlateau
   is stepped live, each epoch, with the member's own validation loss.
-- Each member has its own seed: initialisation (``torch.manual_seed(seed)`` then the same module build as
-  the reference) and batch order (its own generator, one permutation per epoch).
+- Each member has its own seed: initialisation (the CPU generator seeded as ``torch.manual_seed(seed)``
+  seeds it, then the same module build as the reference) and batch order (its own CPU generator, one
+  permutation per epoch, as the reference's).
 - The optimizer update takes a per-member LR, momentum and weight decay (torch's optimizers take one LR per
   parameter group, and a group per member would cost K Python calls per step). Adam and AdamW run torch's
   own Adam with LR 1 on a direction buffer, scaled per member afterwards; SGD with momentum, and Adam
@@ -224,18 +225,11 @@ class Population:
         self.decays = any(c.weight_decay for c in cfgs)
         self.step_count = 0
         self._fused = self.device.type in FUSED_ADAM_DEVICES
-        # Adam with one beta1 for all (no cycle_momentum): torch's own Adam does the arithmetic.
+        # Adam with one beta1 for all (no cycle_momentum): torch's own Adam does the arithmetic (_update),
+        # keeping its step count where torch keeps it (on the device for the fused kernel).
         beta1_fixed = bool(torch.all(torch.nan_to_num(self.mom_table, nan=ADAM_BETAS[0]) == ADAM_BETAS[0]))
-        # torch's Adam arithmetic for every member at once (see _update); None: written out below.
-        self._adam: dict[str, torch.Tensor] | None = None
-        if self.optimizer in ("adam", "adamw") and beta1_fixed:
-            self._adam = {
-                "exp_avg": torch.zeros_like(self.flat),
-                "exp_avg_sq": torch.zeros_like(self.flat),
-                # Where torch's Adam keeps its step count: on the device for the fused kernel.
-                "step": torch.zeros((), device=self.device if self._fused else None),
-            }
-            self._direction = torch.zeros_like(self.flat)
+        self._torch_adam = self.optimizer in ("adam", "adamw") and beta1_fixed
+        self._adam_step = torch.zeros((), device=self.device if self._fused else None)
 
     def _set_flat(self, flat: torch.Tensor, state: dict[str, torch.Tensor]) -> None:
         """Parameters as views into the flat buffer; their .grad as views into a flat gradient buffer, into
@@ -321,35 +315,6 @@ class Population:
         p, grad, state = self.flat, self.grad, self.state
         lr_k, mom_k, wd_k = lr[:, None], mom[:, None], self.wd[:, None]
         decays = self.decays
-        if self._adam is not None:
-            if self.optimizer == "adamw" and decays:
-                p.mul_(1 - lr_k * wd_k)
-            elif decays:
-                grad = grad + wd_k * p  # Adam's L2 term, per member
-            # torch's own Adam (its functional form, fused where the device has the kernel) with LR 1 on a
-            # zero direction buffer leaves -m_hat / (sqrt(v_hat) + eps) in it, which each member then takes
-            # times its own LR. Measured at K=256: 1.3 ms a step against 7.2 ms for the same arithmetic
-            # written out over the member axis.
-            direction, a = self._direction, self._adam
-            adam(
-                [direction],
-                [grad],
-                [a["exp_avg"]],
-                [a["exp_avg_sq"]],
-                [],
-                [a["step"]],
-                fused=self._fused,
-                amsgrad=False,
-                beta1=ADAM_BETAS[0],
-                beta2=ADAM_BETAS[1],
-                lr=1.0,
-                weight_decay=0.0,
-                eps=ADAM_EPS,
-                maximize=False,
-            )
-            p.addcmul_(direction, lr_k)
-            direction.zero_()
-            return
         if self.optimizer == "sgd":
             if decays:
                 grad = grad + wd_k * p  # torch: grad.add(param, alpha=weight_decay)
@@ -364,11 +329,38 @@ class Population:
             if decays:
                 p.mul_(1 - lr_k * wd_k)
         elif decays:
-            grad = grad + wd_k * p
+            grad = grad + wd_k * p  # Adam's L2 term, per member
         if not state:
             state["exp_avg"] = torch.zeros_like(p)
             state["exp_avg_sq"] = torch.zeros_like(p)
+            if self._torch_adam:  # scratch for torch's Adam below, zero between steps (compacts to zero)
+                state["direction"] = torch.zeros_like(p)
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        if self._torch_adam:
+            # torch's own Adam (its functional form, fused where the device has the kernel) with LR 1 on the
+            # zero direction buffer leaves -m_hat / (sqrt(v_hat) + eps) in it, which each member then takes
+            # times its own LR. Measured at K=256: 1.3 ms a step against 7.2 ms for the same arithmetic
+            # written out over the member axis (below, for a beta1 that varies by step).
+            direction = state["direction"]
+            adam(
+                [direction],
+                [grad],
+                [exp_avg],
+                [exp_avg_sq],
+                [],
+                [self._adam_step],
+                fused=self._fused,
+                amsgrad=False,
+                beta1=ADAM_BETAS[0],
+                beta2=ADAM_BETAS[1],
+                lr=1.0,
+                weight_decay=0.0,
+                eps=ADAM_EPS,
+                maximize=False,
+            )
+            p.addcmul_(direction, lr_k)
+            direction.zero_()
+            return
         beta2 = ADAM_BETAS[1]
         exp_avg.lerp_(grad, 1 - mom_k)
         exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
@@ -383,9 +375,6 @@ class Population:
         """Compact the population to the given rows: frozen members stop costing compute."""
         idx = torch.tensor(rows, dtype=torch.long, device=self.device)
         self._set_flat(self.flat[idx], {k: v[idx] for k, v in self.state.items()})
-        if self._adam is not None:
-            self._adam = {k: v if k == "step" else v[idx] for k, v in self._adam.items()}
-            self._direction = torch.zeros_like(self.flat)
         cpu_idx = torch.tensor(rows, dtype=torch.long)
         self.lr_table, self.mom_table = self.lr_table[cpu_idx], self.mom_table[cpu_idx]
         self.wd = self.wd[idx]
