@@ -148,12 +148,21 @@ def _study_locations(args: argparse.Namespace) -> tuple[Any, Any]:
 def _publish(cfg: Any, loc: Any, tracker: Any = None) -> str:
     """Leaderboard CSVs and the summary figure from storage; given the study's tracker (which knows the
     parent run), they are attached to the parent run too."""
-    from bench import report
-    from bench.study import load_trials
     from bench.tracking import Tracker
 
-    to_mlflow = tracker is not None
-    tracker = tracker or Tracker(loc.tracking_uri, cfg.name)
+    if tracker is not None:
+        return _export(cfg, loc, tracker, attach=True)
+    own = Tracker(loc.tracking_uri, cfg.name)
+    try:
+        return _export(cfg, loc, own, attach=False)
+    finally:
+        own.close()
+
+
+def _export(cfg: Any, loc: Any, tracker: Any, attach: bool) -> str:
+    from bench import report
+    from bench.study import load_trials
+
     stored = load_trials(cfg, loc)
     out_dir = loc.results_dir(cfg)
     metric = cfg.objective.metric
@@ -169,7 +178,7 @@ def _publish(cfg: Any, loc: Any, tracker: Any = None) -> str:
         key = "val/accuracy" if metric == "val_accuracy" else "val/loss"
         tracker.summary_figure(runs, key, metric, out_dir / "summary.png")
         files.append(out_dir / "summary.png")
-    if to_mlflow:
+    if attach:
         tracker.log_parent_artifacts(files)
     lines = [report.terminal_table(board, table, metric), ""]
     lines += [f"wrote {f}" for f in files]
