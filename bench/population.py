@@ -382,12 +382,23 @@ class Population:
 
     # --- training ----------------------------------------------------------------------------------------
 
-    def train(self, on_epoch: Callable[[int, EpochMetrics], bool | None] | None = None) -> list[TrialResult]:
-        """Train every member; ``on_epoch(member_index, metrics)`` returning True freezes that member."""
-        started = time.perf_counter()
+    def train(
+        self,
+        on_epoch: Callable[[int, EpochMetrics], bool | None] | None = None,
+        on_done: Callable[[int, TrialResult], None] | None = None,
+    ) -> list[TrialResult]:
+        """Train every member; ``on_epoch(member_index, metrics)`` returning True freezes that member.
+        ``on_done(member_index, result)`` is called as soon as a member's result is final (it diverged, was
+        stopped, or ran its epochs), so that a caller can store it while the others train.
+
+        A member's ``seconds`` is its share of the population's time: each epoch's time divided evenly
+        among the members that trained in it (the members' seconds add up to the population's)."""
         results = [m.result for m in self.members]
         x_train, y_train = self.task.x_train, self.task.y_train
         dev = self.device
+        for r in results:
+            r.seconds = 0.0
+        clock = time.perf_counter()
         for epoch in range(self.epochs):
             if not self.members:
                 break
@@ -440,17 +451,22 @@ class Population:
                     r.stopped_early = True
                 keep.append(row)
             self._step_live_schedules(epoch, val_loss_l)
-            done = [row for row in keep if self.members[row].result.stopped_early]
+            last_epoch = epoch == self.epochs - 1
+            done = [row for row in keep if last_epoch or self.members[row].result.stopped_early]
             if done:
                 self._finish(done)
-            keep = [row for row in keep if row not in done]
-            if len(keep) < len(self.members):
+            going = set(keep) - set(done)
+            ended = [m for row, m in enumerate(self.members) if row not in going]
+            share = (time.perf_counter() - clock) / k
+            for m in self.members:
+                m.result.seconds += share
+            keep = sorted(going)
+            if len(keep) < len(self.members) and not last_epoch:  # at the end all stay (member_weights)
                 self._keep(keep)
-        if self.members:
-            self._finish(list(range(len(self.members))))
-        elapsed = time.perf_counter() - started
-        for r in results:
-            r.seconds = elapsed / len(results)  # the population's time, shared evenly
+            if on_done is not None:
+                for m in ended:
+                    on_done(m.index, m.result)
+            clock = time.perf_counter()  # the callbacks' time is the caller's, not training's
         return results
 
     def _finish(self, rows: list[int]) -> None:
@@ -477,9 +493,11 @@ def train_population(
     cfgs: Sequence[TrainConfig],
     on_epoch: Callable[[int, EpochMetrics], bool | None] | None = None,
     built: Sequence[ProxySchedule] | None = None,
+    on_done: Callable[[int, TrialResult], None] | None = None,
 ) -> list[TrialResult]:
     """Train many trials at once, grouped into populations by :func:`group_key`; results in input order.
-    ``built``: the trials' :func:`proxy_schedule` where the caller has them (see :class:`Population`)."""
+    ``built``: the trials' :func:`proxy_schedule` where the caller has them (see :class:`Population`).
+    ``on_epoch`` and ``on_done`` as in :meth:`Population.train`, with the trials' indices."""
     results: list[TrialResult | None] = [None] * len(cfgs)
     groups: dict[tuple[object, ...], list[int]] = {}
     for i, c in enumerate(cfgs):
@@ -490,7 +508,11 @@ def train_population(
         def hook(j: int, m: EpochMetrics, indices: list[int] = indices) -> bool | None:
             return on_epoch(indices[j], m) if on_epoch is not None else None
 
-        for j, r in enumerate(pop.train(hook)):
+        def done(j: int, r: TrialResult, indices: list[int] = indices) -> None:
+            if on_done is not None:
+                on_done(indices[j], r)
+
+        for j, r in enumerate(pop.train(hook, done)):
             results[indices[j]] = r
     if any(r is None for r in results):  # pragma: no cover
         raise UserError("population training lost a trial")

@@ -8,6 +8,7 @@ engine, reports every epoch's validation metric for pruning, and records everyth
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -528,12 +529,42 @@ def _reporter(cfg: StudyConfig, trial: optuna.Trial) -> Callable[[EpochMetrics],
 def _run_batch(
     cfg: StudyConfig, study: optuna.Study, tracker: Any, task: Task, steps_per_epoch: int, me: str, k: int
 ) -> list[optuna.trial.FrozenTrial]:
-    """Ask k trials, train them (one population, or one by one with the reference engine), tell them."""
+    """Ask k trials, train them (one population, or one by one with the reference engine), tell them.
+
+    A trial is told, and its MLflow writes submitted, as soon as its result is final and the writer has
+    created the batch's runs (their ids go on the trials first): a pruned member's writes then overlap the
+    others' training rather than queue behind the whole batch. Training never waits for the writer."""
     asked = [study.ask() for _ in range(k)]
     started: list[tuple[optuna.Trial, TrialSpec]] = []
     built: list[ProxySchedule] = []  # each started trial's schedule, built once and trained with
-    told: list[int] = []
+    told: set[int] = set()  # trial numbers
     runs = None
+    run_ids: list[str] = []
+    ready: list[tuple[int, TrialResult | BaseException]] = []  # results waiting for the run ids
+
+    def conclude(i: int, result: TrialResult | BaseException) -> None:
+        ready.append((i, result))
+        tell_ready(wait=False)
+
+    def tell_ready(wait: bool) -> None:
+        if not ready:
+            return
+        if not run_ids:
+            assert runs is not None
+            if not wait and not runs.done():
+                return
+            run_ids.extend(runs.result())
+            for (trial, _), run_id in zip(started, run_ids, strict=True):
+                trial.set_user_attr("mlflow_run_id", run_id)
+        while ready:
+            j, outcome = ready.pop(0)
+            trial, spec = started[j]
+            if isinstance(outcome, BaseException):
+                _fail(study, tracker, trial, run_ids[j], _message(outcome), "FAIL")
+            else:
+                _finish(cfg, study, tracker, trial, spec, run_ids[j], outcome)
+            told.add(trial.number)
+
     try:
         for trial in asked:
             trial.set_user_attr("worker", me)
@@ -543,28 +574,29 @@ def _run_batch(
                 schedule = proxy_schedule(train_config(cfg, spec), steps_per_epoch)
             except Exception as exc:  # this trial's own problem: it fails alone
                 _fail(study, tracker, trial, None, _message(exc), "FAIL")
-                told.append(trial.number)
+                told.add(trial.number)
                 continue
             started.append((trial, spec))
             built.append(schedule)
         # The trials' MLflow runs are created in the writer process while they train.
         runs = tracker.start_trials(cfg.name, [(t.number, s.scheduler) for t, s in started])
-        results = _train(cfg, task, started, built)
-        run_ids = runs.result()
-        for (trial, _), run_id in zip(started, run_ids, strict=True):
-            trial.set_user_attr("mlflow_run_id", run_id)
+        results = _train(cfg, task, started, built, conclude)
+        waiting = {j for j, _ in ready}
+        ready += [
+            (i, result)
+            for i, result in enumerate(results)
+            if started[i][0].number not in told and i not in waiting  # failures
+        ]
+        tell_ready(wait=True)
     except KeyboardInterrupt:
-        run_ids = runs.result() if runs is not None else []
+        with contextlib.suppress(KeyboardInterrupt):
+            tell_ready(wait=True)  # the results that were final before the interrupt
+        ids = runs.result() if runs is not None else []
         for trial in asked:
             if trial.number not in told:
-                run_id = next((r for (t, _), r in zip(started, run_ids, strict=False) if t is trial), None)
+                run_id = next((r for (t, _), r in zip(started, ids, strict=False) if t is trial), None)
                 _fail(study, tracker, trial, run_id, "interrupted by the user", "KILLED")
         raise
-    for (trial, spec), run_id, result in zip(started, run_ids, results, strict=True):
-        if isinstance(result, BaseException):
-            _fail(study, tracker, trial, run_id, _message(result), "FAIL")
-        else:
-            _finish(cfg, study, tracker, trial, spec, run_id, result)
     frozen = study.get_trials(deepcopy=False)
     return [frozen[t.number] for t in asked]
 
@@ -574,8 +606,10 @@ def _train(
     task: Task,
     started: list[tuple[optuna.Trial, TrialSpec]],
     built: list[ProxySchedule],
+    on_done: Callable[[int, TrialResult], None],
 ) -> list[TrialResult | Exception]:
-    """Train the started trials; an exception is returned in the place of the trial it belongs to. The
+    """Train the started trials; an exception is returned in the place of the trial it belongs to.
+    ``on_done(i, result)`` is called for each trial whose training ended with a result, as it ends. The
     population engine trains on the schedules built when the trials started; the reference trainer builds
     its own optimizer and scheduler."""
     if not started:
@@ -583,16 +617,32 @@ def _train(
     hooks = [_reporter(cfg, trial) for trial, _ in started]
     cfgs = [train_config(cfg, spec) for _, spec in started]
     if cfg.training.engine == "population":
+        storing: list[Exception] = []
+
+        def done(i: int, result: TrialResult) -> None:
+            try:
+                on_done(i, result)
+            except Exception as exc:
+                storing.append(exc)
+                raise
+
         try:
-            return list(train_population(task, cfgs, on_epoch=lambda i, m: hooks[i](m), built=built))
+            return list(
+                train_population(task, cfgs, on_epoch=lambda i, m: hooks[i](m), built=built, on_done=done)
+            )
         except Exception as exc:  # an error that is no single trial's: the batch fails, the study goes on
+            if storing:  # except where storing a result failed: that stops the study, as for one trial
+                raise
             return [exc for _ in started]
     out: list[TrialResult | Exception] = []
-    for c, hook in zip(cfgs, hooks, strict=True):
+    for i, (c, hook) in enumerate(zip(cfgs, hooks, strict=True)):
         try:
-            out.append(train(task, c, on_epoch=hook))
+            result = train(task, c, on_epoch=hook)
         except Exception as exc:  # one trial's error never loses the others
             out.append(exc)
+            continue
+        out.append(result)
+        on_done(i, result)
     return out
 
 

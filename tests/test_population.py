@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -103,6 +104,38 @@ def test_pruned_and_diverged_members_are_frozen_and_the_rest_go_on(breast_cancer
     # the survivor is unaffected by the others: the reference trainer gives the same curve
     ref = train(breast_cancer, cfgs[0])
     assert ok.val_loss == pytest.approx(ref.val_loss, rel=1e-4)
+
+
+def test_members_are_handed_over_as_soon_as_they_end(breast_cancer: Task) -> None:
+    """on_done gets a diverged or stopped member's final result in the epoch it ends, while the others go
+    on training; each member once; the members' seconds add up to the population's time."""
+    cfgs = [
+        TrainConfig(scheduler="StepLR", optimizer="sgd", lr=0.01, epochs=4, seed=1),
+        TrainConfig(scheduler="constant", optimizer="sgd", lr=1e4, epochs=4, seed=0),  # diverges at once
+        TrainConfig(scheduler="OneCycleLR", optimizer="sgd", lr=0.01, epochs=4, seed=3),  # stopped at epoch 1
+    ]
+    events: list[tuple[str, int, int]] = []
+
+    def hook(i: int, m: object) -> bool:
+        events.append(("epoch", i, m.epoch))  # type: ignore[attr-defined]
+        return i == 2 and m.epoch == 1  # type: ignore[attr-defined]
+
+    def done(i: int, r: object) -> None:
+        final = (r.epochs_run, r.diverged, r.stopped_early, math.isnan(r.test_accuracy))  # type: ignore[attr-defined]
+        events.append(("done", i, final[0]))
+        finals[i] = final
+
+    finals: dict[int, tuple[int, bool, bool, bool]] = {}
+    started = time.perf_counter()
+    results = train_population(breast_cancer, cfgs, hook, on_done=done)
+    elapsed = time.perf_counter() - started
+    assert finals == {1: (1, True, False, True), 2: (2, False, True, False), 0: (4, False, False, False)}
+    assert [e for e in events if e[0] == "done"] == [("done", 1, 1), ("done", 2, 2), ("done", 0, 4)]
+    assert events.index(("done", 1, 1)) < events.index(("epoch", 0, 1))
+    assert events.index(("done", 2, 2)) < events.index(("epoch", 0, 2))
+    seconds = [r.seconds for r in results]
+    assert all(t > 0 for t in seconds) and seconds[1] < seconds[2] < seconds[0]
+    assert sum(seconds) <= elapsed
 
 
 def test_mixed_configs_are_grouped_into_populations(tiny_task: Task) -> None:
