@@ -159,13 +159,12 @@ def summary_figure(
         line = ax_lr.plot(*zip(*lr_points, strict=True), label=label, linewidth=1.3)[0]
         if val_points:
             ax_val.plot(*zip(*val_points, strict=True), color=line.get_color(), label=label, linewidth=1.3)
-    ax_lr.set(
-        xlabel="optimizer step",
-        ylabel="learning rate",
-        yscale="log",
-        title="LR curves (best trial per family)",
-    )
-    ax_val.set(xlabel="epoch", ylabel=metric.replace("_", "/"), title=f"{metric} per epoch")
+    ax_lr.set(xlabel="optimizer step", ylabel="learning rate", yscale="log")
+    ax_val.set(xlabel="epoch", ylabel=metric.replace("_", "/"))
+    # Titles at a fixed height (nothing is drawn above the axes): placing them automatically measures
+    # every tick label, half of the figure's drawing time here.
+    ax_lr.set_title("LR curves (best trial per family)", y=1.0, pad=6)
+    ax_val.set_title(f"{metric} per epoch", y=1.0, pad=6)
     for ax in (ax_lr, ax_val):
         ax.grid(alpha=0.3)
     ax_val.legend(fontsize=7, ncol=2)
