@@ -14,6 +14,7 @@ here. Called from Python with ``argv``, :func:`main` returns like any function.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import sys
 from collections.abc import Sequence
@@ -21,22 +22,45 @@ from collections.abc import Sequence
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    rc = _main(args)
+    rc = _main(args, command=argv is None)
     if argv is None:
         _exit_now(rc)
     return rc
 
 
-def _main(args: list[str]) -> int:
+_STARTING = False  # the garbage collector is paused while the `lrbench study` command starts
+
+
+def _main(args: list[str], command: bool = False) -> int:
+    global _STARTING
     if args[:1] == ["study"] and not {"-h", "--help"} & set(args):
         from bench import tracking
 
+        if command and gc.isenabled():
+            gc.disable()  # until end_startup
+            _STARTING = True
         tracking.prestart_writer()
         try:
             return _cli(args)
         finally:
             tracking.discard_prestarted_writer()  # a study that stopped before it took the writer up
+            if _STARTING:  # it stopped before its trials
+                gc.enable()
+                _STARTING = False
     return _cli(args)
+
+
+def end_startup() -> None:
+    """Called by a study once it has loaded what it works with, before its trials: the garbage collector
+    resumes, with what start-up loaded frozen out of its reach. Importing torch, optuna, pandas and
+    scikit-learn creates millions of objects that live as long as the process, and the collector's full
+    passes over them while they were imported cost 0.3 to 0.4 s here, for nothing. A no-op where the
+    collector was not paused (anything but the command, such as a study run from Python)."""
+    global _STARTING
+    if _STARTING:
+        gc.freeze()
+        gc.enable()
+        _STARTING = False
 
 
 def _cli(args: list[str]) -> int:

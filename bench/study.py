@@ -31,6 +31,7 @@ from bench import schedules
 from bench.config import FloatRange, Locations, StudyConfig
 from bench.data import Task, load_task
 from bench.engine import EpochMetrics, TrainConfig, TrialResult, resolve_device, train
+from bench.entry import end_startup
 from bench.errors import UserError
 from bench.population import ProxySchedule, auto_population_size, proxy_schedule, train_population
 
@@ -393,6 +394,7 @@ def run_study(
         task: Task = load_task(cfg.task, device)
         steps_per_epoch = math.ceil(len(task.y_train) / cfg.training.batch_size)
         study = open_study(cfg, loc)
+        end_startup()
         return _run(cfg, loc, study, tracker, task, steps_per_epoch, target, on_trial)
     finally:
         torch.set_num_threads(threads)  # a caller in the same process gets its threads back

@@ -8,6 +8,7 @@ are closed by the next process that opens the study (:meth:`Tracker.close_orphan
 
 from __future__ import annotations
 
+import gc
 import itertools
 import logging
 import math
@@ -315,6 +316,7 @@ _PRESTARTED: Any = None  # a writer process started before the study process imp
 
 
 def _init_worker() -> None:
+    gc.disable()  # while importing (see bench.entry.end_startup): resumed, with the imports frozen, below
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the study's to handle; the writer finishes
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     # The imports are the writer's start-up cost: paid here, while the study process imports torch. MLflow
@@ -322,10 +324,8 @@ def _init_worker() -> None:
     # database as much as for a new one); the embedded default and a PostgreSQL store both use it.
     import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
 
-
-def _close_worker() -> None:
-    if _WORKER is not None:
-        _WORKER.close()
+    gc.freeze()  # what the writer imported lives as long as it does: out of the collector's way
+    gc.enable()
 
 
 def _warm_figure_imports() -> None:
@@ -333,6 +333,13 @@ def _warm_figure_imports() -> None:
     end (about a second here)."""
     import bench.plots
     import bench.report  # noqa: F401
+
+    gc.freeze()
+
+
+def _close_worker() -> None:
+    if _WORKER is not None:
+        _WORKER.close()
 
 
 def _connect(tracking_uri: str, experiment: str) -> None:

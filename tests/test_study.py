@@ -452,6 +452,33 @@ def test_a_study_gives_torch_its_threads_back(tmp_path: Path) -> None:
         torch.set_num_threads(before)
 
 
+def test_the_command_pauses_the_garbage_collector_for_start_up_alone(tmp_path: Path) -> None:
+    """`lrbench study` runs start-up (the imports) without the collector, and its trials with it, what
+    start-up loaded frozen; a study that stops before its trials gives it back too. Run in a child: the
+    command's path, and a freeze that should not reach the test process."""
+    study = write_study(tmp_path, optuna__n_trials=1, training__epochs=2)
+    code = f"""
+import gc, json
+import bench.study
+from bench.entry import _main
+seen = []
+run = bench.study._run
+def spy(*args, **kwargs):
+    seen.append([gc.isenabled(), gc.get_freeze_count() > 0])
+    return run(*args, **kwargs)
+bench.study._run = spy
+ok = _main(["study", {str(study)!r}, "--output", {str(tmp_path / "out")!r}], command=True)
+after_ok = gc.isenabled()
+bad = _main(["study", {str(tmp_path / "missing.yaml")!r}], command=True)
+print(json.dumps([seen, ok, after_ok, bad, gc.isenabled()]))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr
+    seen, ok, after_ok, bad, after_bad = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen == [[True, True]] and ok == 0 and after_ok
+    assert bad == 2 and after_bad
+
+
 def test_journal_file_skips_fsync_for_reports_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Per-epoch reports are written without an fsync, every other write with Optuna's own; the file is
     Optuna's format: its own backend reads back the same trials."""
