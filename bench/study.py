@@ -434,10 +434,23 @@ def _run(
     tracker.submit("log_parent_artifacts", [], {"study.yaml": cfg.to_yaml()})
 
     me = worker_id()
+    better = min if study.direction == optuna.study.StudyDirection.MINIMIZE else max
     batch = population_size(cfg, task, target)
     progress = _Progress(target, _counted(study), cfg.name)
     outcome = Outcome(ran=0)
     failures = 0
+    best = None
+
+    def told(frozen: optuna.trial.FrozenTrial) -> None:  # each trial as it is told: progress
+        nonlocal best, failures
+        outcome.ran += 1
+        failures += frozen.state == TrialState.FAIL
+        if frozen.state == TrialState.COMPLETE and frozen.value is not None:
+            best = frozen.value if best is None else better(best, frozen.value)
+        progress.update(_trial_line(frozen, cfg), best, frozen.state in COUNTED)
+        if on_trial is not None:
+            on_trial(frozen)
+
     deadline = time.monotonic() + cfg.optuna.timeout if cfg.optuna.timeout else math.inf
     try:
         while time.monotonic() < deadline:
@@ -451,16 +464,10 @@ def _run(
             if isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study):
                 break
             k = min(batch, target - _counted(study) - running_elsewhere)
-            finished = _run_batch(cfg, study, tracker, task, steps_per_epoch, me, k)
+            best = _best_value(study)  # this worker's and every other's so far
+            _run_batch(cfg, study, tracker, task, steps_per_epoch, me, k, told)
             if parent.done():
                 _store_parent(study, parent)
-            for frozen in finished:
-                outcome.ran += 1
-                if frozen.state == TrialState.FAIL:
-                    failures += 1
-                progress.update(_trial_line(frozen, cfg), _best_value(study), frozen.state in COUNTED)
-                if on_trial is not None:
-                    on_trial(frozen)
             if failures >= cfg.optuna.max_failures:
                 raise UserError(f"{failures} trials failed in this run (see their `failure`); stopping")
     except KeyboardInterrupt:
@@ -529,9 +536,17 @@ def _reporter(cfg: StudyConfig, trial: optuna.Trial) -> Callable[[EpochMetrics],
 
 
 def _run_batch(
-    cfg: StudyConfig, study: optuna.Study, tracker: Any, task: Task, steps_per_epoch: int, me: str, k: int
-) -> list[optuna.trial.FrozenTrial]:
-    """Ask k trials, train them (one population, or one by one with the reference engine), tell them.
+    cfg: StudyConfig,
+    study: optuna.Study,
+    tracker: Any,
+    task: Task,
+    steps_per_epoch: int,
+    me: str,
+    k: int,
+    on_told: Callable[[optuna.trial.FrozenTrial], None],
+) -> None:
+    """Ask k trials, train them (one population, or one by one with the reference engine), tell them,
+    each told trial handed to ``on_told`` (progress) at once.
 
     A trial is told, and its MLflow writes submitted, as soon as its result is final and the writer has
     created the batch's runs (their ids go on the trials first): a pruned member's writes then overlap the
@@ -562,10 +577,11 @@ def _run_batch(
             j, outcome = ready.pop(0)
             trial, spec = started[j]
             if isinstance(outcome, BaseException):
-                _fail(study, tracker, trial, run_ids[j], _message(outcome), "FAIL")
+                frozen = _fail(study, tracker, trial, run_ids[j], _message(outcome), "FAIL")
             else:
-                _finish(cfg, study, tracker, trial, spec, run_ids[j], outcome)
+                frozen = _finish(cfg, study, tracker, trial, spec, run_ids[j], outcome)
             told.add(trial.number)
+            on_told(frozen)
 
     try:
         for trial in asked:
@@ -575,8 +591,9 @@ def _run_batch(
                 # Built here, so that bad arguments fail this trial alone, not the population.
                 schedule = proxy_schedule(train_config(cfg, spec), steps_per_epoch)
             except Exception as exc:  # this trial's own problem: it fails alone
-                _fail(study, tracker, trial, None, _message(exc), "FAIL")
+                frozen = _fail(study, tracker, trial, None, _message(exc), "FAIL")
                 told.add(trial.number)
+                on_told(frozen)
                 continue
             started.append((trial, spec))
             built.append(schedule)
@@ -599,8 +616,6 @@ def _run_batch(
                 run_id = next((r for (t, _), r in zip(started, ids, strict=False) if t is trial), None)
                 _fail(study, tracker, trial, run_id, "interrupted by the user", "KILLED")
         raise
-    frozen = study.get_trials(deepcopy=False)
-    return [frozen[t.number] for t in asked]
 
 
 def _train(
@@ -656,7 +671,7 @@ def _finish(
     spec: TrialSpec,
     run_id: str,
     result: TrialResult,
-) -> None:
+) -> optuna.trial.FrozenTrial:
     # One user attribute for the whole result: one storage write, not one per value (a round trip each on
     # an RDB storage).
     summary: dict[str, Any] = {
@@ -687,16 +702,17 @@ def _finish(
         "result", {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in summary.items()}
     )
     tracker.finish_trial(run_id, state.name, mlflow_params(cfg, spec, result), result, failure)
-    study.tell(trial, value, state=state)
+    return study.tell(trial, value, state=state)
 
 
 def _fail(
     study: optuna.Study, tracker: Any, trial: optuna.Trial, run_id: str | None, why: str, mlflow_state: str
-) -> None:
+) -> optuna.trial.FrozenTrial:
     trial.set_user_attr("failure", why)
-    study.tell(trial, state=TrialState.FAIL)
+    frozen = study.tell(trial, state=TrialState.FAIL)
     if run_id is not None:
         tracker.close_run(run_id, mlflow_state, why)
+    return frozen
 
 
 # --- reading a study back (for reports; no training) ---------------------------------------------------

@@ -250,6 +250,59 @@ def test_diverged_trial_is_pruned_with_its_reason(tmp_path: Path) -> None:
     assert board["value"].isna().all()
 
 
+def test_progress_shows_each_trial_as_it_is_told(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A population's diverged members are told, and shown, while the rest of it still trains; the best
+    shown is the best of the trials shown so far."""
+    from bench import study as study_module
+    from bench.tracking import AsyncTracker
+
+    # A trial is told once the writer has created the batch's runs: here before training starts, so that
+    # when it happens does not depend on the writer's speed.
+    start_trials = AsyncTracker.start_trials
+
+    def runs_ready(self: AsyncTracker, *args: Any) -> Any:
+        future = start_trials(self, *args)
+        future.result()
+        return future
+
+    monkeypatch.setattr(AsyncTracker, "start_trials", runs_ready)
+    training = [False]
+    real = study_module._train
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        training[0] = True
+        try:
+            return real(*args, **kwargs)
+        finally:
+            training[0] = False
+
+    monkeypatch.setattr(study_module, "_train", spy)
+    path = write_study(
+        tmp_path,
+        training__optimizer="sgd",
+        training__lr={"low": 1.0e-3, "high": 1.0e4},
+        schedulers=["constant"],
+        optuna__n_trials=8,
+        optuna__pruner="none",
+        training__epochs=3,
+    )
+    shown: list[tuple[str, float | None, bool]] = []
+    monkeypatch.setattr(
+        study_module._Progress,
+        "update",
+        lambda self, line, best, counted: shown.append((line, best, training[0])),
+    )
+    cfg = config.load(path)
+    outcome = study_module.run_study(cfg, Locations.resolve(cfg, output=str(tmp_path)))
+    assert outcome.ran == 8 and len(shown) == 8
+    diverged = [during for line, _, during in shown if "PRUNED diverged" in line]
+    complete = [during for line, _, during in shown if "COMPLETE" in line]
+    assert diverged and complete and all(diverged + complete)  # the last epoch's too: no wait for the batch
+    values = [float(line.split("=")[1]) for line, _, _ in shown if "COMPLETE" in line]
+    bests = [best for line, best, _ in shown if "COMPLETE" in line]
+    assert bests == pytest.approx([max(values[: i + 1]) for i in range(len(values))], abs=1e-4)  # accuracy
+
+
 # --- killed and interrupted workers ----------------------------------------------------------------------
 
 
