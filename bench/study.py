@@ -441,7 +441,7 @@ def _run(
     failures = 0
     best = None
 
-    def told(frozen: optuna.trial.FrozenTrial) -> None:  # each trial as it is told: progress
+    def show(frozen: optuna.trial.FrozenTrial) -> None:  # each trial as it is told: progress
         nonlocal best, failures
         outcome.ran += 1
         failures += frozen.state == TrialState.FAIL
@@ -465,7 +465,7 @@ def _run(
                 break
             k = min(batch, target - _counted(study) - running_elsewhere)
             best = _best_value(study)  # this worker's and every other's so far
-            _run_batch(cfg, study, tracker, task, steps_per_epoch, me, k, told)
+            _run_batch(cfg, study, tracker, task, steps_per_epoch, me, k, show)
             if parent.done():
                 _store_parent(study, parent)
             if failures >= cfg.optuna.max_failures:
