@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 from torch.optim.adam import adam
+from torch.optim.lr_scheduler import LRScheduler
 
 from bench import schedules
 from bench.data import Task
@@ -81,7 +82,7 @@ def auto_population_size(task: Task, model: ModelConfig, batch_size: int, cap: i
 
 
 # A trial's family, resolved arguments, proxy optimizer and scheduler on it (see proxy_schedule).
-ProxySchedule = tuple[schedules.Family, dict[str, object], torch.optim.Optimizer, schedules.Scheduler]
+ProxySchedule = tuple[schedules.Family, dict[str, object], torch.optim.Optimizer, LRScheduler]
 
 
 def proxy_schedule(cfg: TrainConfig, steps_per_epoch: int) -> ProxySchedule:
@@ -134,7 +135,7 @@ class _Member:
     index: int  # position in the caller's list
     family: schedules.Family
     proxy: torch.optim.Optimizer
-    scheduler: schedules.Scheduler
+    scheduler: LRScheduler
     generator: torch.Generator
     result: TrialResult
 

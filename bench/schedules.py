@@ -18,15 +18,22 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-import torch
-from torch.optim import Optimizer
-from torch.optim import lr_scheduler as sched
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from bench.errors import UserError
 
-Scheduler = sched.LRScheduler  # ReduceLROnPlateau is one too (torch >= 2.2)
+if TYPE_CHECKING:
+    from torch.optim import Optimizer
+    from torch.optim.lr_scheduler import LRScheduler as Scheduler  # ReduceLROnPlateau is one too
+
+
+def _sched() -> ModuleType:
+    """``torch.optim.lr_scheduler``, imported when a schedule is first built: reading the registry (the
+    command line's help, ``lrbench schedules``, a study's definition) does not import torch (2.5 s here)."""
+    from torch.optim import lr_scheduler
+
+    return lr_scheduler
 
 
 @dataclass(frozen=True)
@@ -191,34 +198,40 @@ LR_MULTIPLIERS: dict[str, Callable[[Horizon], Callable[[int], float]]] = {
 # --- builders -----------------------------------------------------------------------------------------
 
 
-def _torch(cls: type) -> Callable[[Optimizer, dict[str, Value], Horizon], Scheduler]:
-    """A builder that passes the resolved arguments straight to a torch scheduler class."""
+def _torch(cls: str) -> Callable[[Optimizer, dict[str, Value], Horizon], Scheduler]:
+    """A builder that passes the resolved arguments straight to the torch scheduler class of that name."""
 
     def build(optimizer: Optimizer, args: dict[str, Value], horizon: Horizon) -> Scheduler:
-        return cls(optimizer, **args)
+        scheduler: Scheduler = getattr(_sched(), cls)(optimizer, **args)
+        return scheduler
 
     return build
 
 
 def _constant(optimizer: Optimizer, args: dict[str, Value], horizon: Horizon) -> Scheduler:
+    sched = _sched()
     # The baseline: the base LR throughout. ConstantLR with factor 1 keeps it a real torch scheduler.
     return sched.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
 def _plateau(optimizer: Optimizer, args: dict[str, Value], horizon: Horizon) -> Scheduler:
+    sched = _sched()
     # Stepped with the validation loss, so the mode is always "min".
     return sched.ReduceLROnPlateau(optimizer, mode="min", **args)
 
 
 def _lambda(optimizer: Optimizer, args: dict[str, Value], horizon: Horizon) -> Scheduler:
+    sched = _sched()
     return sched.LambdaLR(optimizer, lr_lambda=LR_LAMBDAS[args["lr_lambda"]](horizon))
 
 
 def _multiplicative(optimizer: Optimizer, args: dict[str, Value], horizon: Horizon) -> Scheduler:
+    sched = _sched()
     return sched.MultiplicativeLR(optimizer, lr_lambda=LR_MULTIPLIERS[args["lr_lambda"]](horizon))
 
 
 def _warmup_cosine(optimizer: Optimizer, args: dict[str, Value], horizon: Horizon) -> Scheduler:
+    sched = _sched()
     warmup = args["warmup_iters"]
     return sched.SequentialLR(
         optimizer,
@@ -231,6 +244,7 @@ def _warmup_cosine(optimizer: Optimizer, args: dict[str, Value], horizon: Horizo
 
 
 def _wsd(optimizer: Optimizer, args: dict[str, Value], horizon: Horizon) -> Scheduler:
+    sched = _sched()
     warmup, decay = args["warmup_iters"], args["decay_iters"]
     stable = horizon.n - warmup - decay
     if stable < 0:
@@ -247,6 +261,7 @@ def _wsd(optimizer: Optimizer, args: dict[str, Value], horizon: Horizon) -> Sche
 
 
 def _warmup_exponential(optimizer: Optimizer, args: dict[str, Value], horizon: Horizon) -> Scheduler:
+    sched = _sched()
     return sched.ChainedScheduler(
         [
             sched.LinearLR(
@@ -280,7 +295,7 @@ _FAMILIES: list[Family] = [
     Family("constant", _constant, summary="no schedule: the base LR throughout (the baseline)"),
     Family(
         "StepLR",
-        _torch(sched.StepLR),
+        _torch("StepLR"),
         {
             "step_size": Arg(int, lambda h: max(1, h.n // 3), low=1, high=_half, help="epochs // 3"),
             "gamma": Arg(float, 0.1, low=0.05, high=0.9, help="decay factor"),
@@ -289,7 +304,7 @@ _FAMILIES: list[Family] = [
     ),
     Family(
         "MultiStepLR",
-        _torch(sched.MultiStepLR),
+        _torch("MultiStepLR"),
         {
             "milestones": Arg(
                 list, lambda h: [max(1, h.n // 2), max(2, 3 * h.n // 4)], help="[1/2, 3/4 of epochs]"
@@ -300,7 +315,7 @@ _FAMILIES: list[Family] = [
     ),
     Family(
         "ConstantLR",
-        _torch(sched.ConstantLR),
+        _torch("ConstantLR"),
         {
             "factor": Arg(float, 1.0 / 3.0, low=0.05, high=1.0),
             "total_iters": Arg(int, 5, low=1, high=_half),
@@ -309,7 +324,7 @@ _FAMILIES: list[Family] = [
     ),
     Family(
         "LinearLR",
-        _torch(sched.LinearLR),
+        _torch("LinearLR"),
         {
             "start_factor": Arg(float, 1.0, low=0.05, high=1.0),
             "end_factor": Arg(float, 0.01, low=0.0, high=1.0),
@@ -319,19 +334,19 @@ _FAMILIES: list[Family] = [
     ),
     Family(
         "ExponentialLR",
-        _torch(sched.ExponentialLR),
+        _torch("ExponentialLR"),
         {"gamma": Arg(float, 0.95, low=0.8, high=0.999)},
         summary="multiply by gamma every epoch",
     ),
     Family(
         "PolynomialLR",
-        _torch(sched.PolynomialLR),
+        _torch("PolynomialLR"),
         {"total_iters": Arg(int, lambda h: h.n, help="epochs"), "power": Arg(float, 1.0, low=0.5, high=3.0)},
         summary="(1 - t/total_iters)^power decay to zero",
     ),
     Family(
         "CosineAnnealingLR",
-        _torch(sched.CosineAnnealingLR),
+        _torch("CosineAnnealingLR"),
         {
             "T_max": Arg(int, lambda h: h.n, help="epochs"),
             "eta_min": Arg(float, 0.0, low=0.0, high=lambda h: 0.1 * h.lr, help="final LR (absolute)"),
@@ -340,7 +355,7 @@ _FAMILIES: list[Family] = [
     ),
     Family(
         "CosineAnnealingWarmRestarts",
-        _torch(sched.CosineAnnealingWarmRestarts),
+        _torch("CosineAnnealingWarmRestarts"),
         {
             "T_0": Arg(int, lambda h: max(1, h.n // 4), low=1, high=_half, help="epochs // 4"),
             "T_mult": Arg(int, 1, low=1, high=3),
@@ -350,7 +365,7 @@ _FAMILIES: list[Family] = [
     ),
     Family(
         "CyclicLR",
-        _torch(sched.CyclicLR),
+        _torch("CyclicLR"),
         {
             "base_lr": Arg(
                 float,
@@ -377,7 +392,7 @@ _FAMILIES: list[Family] = [
     ),
     Family(
         "OneCycleLR",
-        _torch(sched.OneCycleLR),
+        _torch("OneCycleLR"),
         {
             "max_lr": Arg(float, lambda h: h.lr, help="the base LR (the peak)"),
             "total_steps": Arg(int, lambda h: h.n, help="epochs * steps per epoch"),
@@ -468,7 +483,7 @@ def get(name: str) -> Family:
 def step_scheduler(scheduler: Scheduler, family: Family, val_loss: float | None = None) -> None:
     """Step the way the family says: ReduceLROnPlateau with the validation loss, the others plainly."""
     if family.needs_metric:
-        assert isinstance(scheduler, sched.ReduceLROnPlateau) and val_loss is not None
+        assert isinstance(scheduler, _sched().ReduceLROnPlateau) and val_loss is not None
         scheduler.step(val_loss)
     else:
         scheduler.step()
@@ -488,6 +503,8 @@ def preview(
     ReduceLROnPlateau needs a validation loss per epoch; without ``val_losses`` it is fed a flat loss,
     which shows where a stalled run would get its reductions.
     """
+    import torch
+
     family = get(name)
     horizon = family.horizon(epochs, steps_per_epoch, lr)
     args = family.resolve(given, horizon)

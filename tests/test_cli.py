@@ -148,6 +148,26 @@ def test_console_script_and_module_entry_point() -> None:
         assert out.returncode == 2 and out.stderr.startswith("lrbench: error: unknown scheduler")
 
 
+def test_help_and_the_registry_do_not_import_torch() -> None:
+    """`lrbench --help` and `lrbench schedules` answer at once: torch (seconds to import) is imported where
+    a schedule is built or a model trained."""
+    code = """
+import contextlib, io, sys
+from bench.cli import main
+with contextlib.redirect_stdout(io.StringIO()) as out:
+    assert main(["schedules"]) == 0
+    with contextlib.suppress(SystemExit):
+        main(["--help"])
+print("torch" in sys.modules, "OneCycleLR" in out.getvalue(), "usage: lrbench" in out.getvalue())
+main(["schedule", "StepLR", "--epochs", "3"])
+print("torch" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert lines[0] == "False True True" and lines[-1] == "True"
+
+
 def test_parse_value() -> None:
     assert parse_value("10") == 10 and parse_value("1e-3") == 0.001 and parse_value("[10, 20]") == [10, 20]
     assert parse_value("true") is True and parse_value("cos") == "cos"
