@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from bench.errors import UserError
@@ -28,12 +27,17 @@ if TYPE_CHECKING:
     from torch.optim.lr_scheduler import LRScheduler as Scheduler  # ReduceLROnPlateau is one too
 
 
-def _sched() -> ModuleType:
+class _LazySchedulers:
     """``torch.optim.lr_scheduler``, imported when a schedule is first built: reading the registry (the
     command line's help, ``lrbench schedules``, a study's definition) does not import torch (2.5 s here)."""
-    from torch.optim import lr_scheduler
 
-    return lr_scheduler
+    def __getattr__(self, name: str) -> Any:
+        from torch.optim import lr_scheduler
+
+        return getattr(lr_scheduler, name)
+
+
+sched = _LazySchedulers()
 
 
 @dataclass(frozen=True)
@@ -202,36 +206,31 @@ def _torch(cls: str) -> Callable[[Optimizer, dict[str, Value], Horizon], Schedul
     """A builder that passes the resolved arguments straight to the torch scheduler class of that name."""
 
     def build(optimizer: Optimizer, args: dict[str, Value], horizon: Horizon) -> Scheduler:
-        scheduler: Scheduler = getattr(_sched(), cls)(optimizer, **args)
+        scheduler: Scheduler = getattr(sched, cls)(optimizer, **args)
         return scheduler
 
     return build
 
 
 def _constant(optimizer: Optimizer, args: dict[str, Value], horizon: Horizon) -> Scheduler:
-    sched = _sched()
     # The baseline: the base LR throughout. ConstantLR with factor 1 keeps it a real torch scheduler.
     return sched.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
 def _plateau(optimizer: Optimizer, args: dict[str, Value], horizon: Horizon) -> Scheduler:
-    sched = _sched()
     # Stepped with the validation loss, so the mode is always "min".
     return sched.ReduceLROnPlateau(optimizer, mode="min", **args)
 
 
 def _lambda(optimizer: Optimizer, args: dict[str, Value], horizon: Horizon) -> Scheduler:
-    sched = _sched()
     return sched.LambdaLR(optimizer, lr_lambda=LR_LAMBDAS[args["lr_lambda"]](horizon))
 
 
 def _multiplicative(optimizer: Optimizer, args: dict[str, Value], horizon: Horizon) -> Scheduler:
-    sched = _sched()
     return sched.MultiplicativeLR(optimizer, lr_lambda=LR_MULTIPLIERS[args["lr_lambda"]](horizon))
 
 
 def _warmup_cosine(optimizer: Optimizer, args: dict[str, Value], horizon: Horizon) -> Scheduler:
-    sched = _sched()
     warmup = args["warmup_iters"]
     return sched.SequentialLR(
         optimizer,
@@ -244,7 +243,6 @@ def _warmup_cosine(optimizer: Optimizer, args: dict[str, Value], horizon: Horizo
 
 
 def _wsd(optimizer: Optimizer, args: dict[str, Value], horizon: Horizon) -> Scheduler:
-    sched = _sched()
     warmup, decay = args["warmup_iters"], args["decay_iters"]
     stable = horizon.n - warmup - decay
     if stable < 0:
@@ -261,7 +259,6 @@ def _wsd(optimizer: Optimizer, args: dict[str, Value], horizon: Horizon) -> Sche
 
 
 def _warmup_exponential(optimizer: Optimizer, args: dict[str, Value], horizon: Horizon) -> Scheduler:
-    sched = _sched()
     return sched.ChainedScheduler(
         [
             sched.LinearLR(
@@ -483,7 +480,7 @@ def get(name: str) -> Family:
 def step_scheduler(scheduler: Scheduler, family: Family, val_loss: float | None = None) -> None:
     """Step the way the family says: ReduceLROnPlateau with the validation loss, the others plainly."""
     if family.needs_metric:
-        assert isinstance(scheduler, _sched().ReduceLROnPlateau) and val_loss is not None
+        assert isinstance(scheduler, sched.ReduceLROnPlateau) and val_loss is not None
         scheduler.step(val_loss)
     else:
         scheduler.step()
