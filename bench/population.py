@@ -292,7 +292,9 @@ class Population:
         h = x
         last = len(self.weights) - 1
         for j, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-            h = torch.baddbmm(b, h, w)
+            # One output (binary tasks): a batched matrix-vector product is a slow case of the batched
+            # matmul (forward and backward measured 2.2x faster at K=256 as a product and a sum).
+            h = torch.mul(h, w.mT).sum(-1, keepdim=True) + b if w.shape[-1] == 1 else torch.baddbmm(b, h, w)
             if j < last:
                 h = self.activation(h)
                 if train and self.dropout > 0:
