@@ -14,14 +14,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from bench.errors import UserError
 
-# pandas and scikit-learn (1.5 s to import here) are imported where data is loaded: a study reads its
-# definition, and starts its MLflow writer on it, before it pays for them.
+# torch, pandas and scikit-learn (about 4 s together to import here) are imported where data is loaded: a
+# study reads its definition, and starts its MLflow writer on it, before it pays for them, and commands
+# that only read a study's definition and storage (export, ui) never do.
 if TYPE_CHECKING:
     import pandas as pd
+    import torch
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
@@ -201,6 +202,7 @@ def load_frame(cfg: DataConfig) -> tuple[pd.DataFrame, pd.Series]:
 
 def load_task(cfg: DataConfig, device: torch.device | str = "cpu") -> Task:
     """Split (stratified, from ``split_seed``), scale on train only, and move to the device once."""
+    import torch
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import StandardScaler
 

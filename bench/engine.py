@@ -10,14 +10,18 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from bench import schedules
 from bench.data import Task
 from bench.errors import UserError
+from bench.lazy import LazyModule
 from bench.model import ModelConfig, build_mlp, loss_and_correct, mean_loss
+
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = LazyModule("torch")  # a study's definition is checked against OPTIMIZERS without torch
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     # SGD always with momentum: plain SGD is rarely what anyone compares schedules on.
@@ -136,10 +140,10 @@ def resolve_device(requested: str | None = "auto") -> torch.device:
     return device
 
 
-@torch.no_grad()
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     model.eval()
-    loss, correct = loss_and_correct(model(x), y)
+    with torch.no_grad():
+        loss, correct = loss_and_correct(model(x), y)
     model.train()
     return float(loss), float(correct) / len(y)
 

@@ -4,13 +4,23 @@ output size taken from the task (one logit for two classes, one per class otherw
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from bench.errors import UserError
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+# torch.nn's activation classes by name, looked up when a model is built: reading a study's definition
+# (config) does not import torch.
+ACTIVATIONS: dict[str, str] = {"relu": "ReLU", "gelu": "GELU", "tanh": "Tanh", "silu": "SiLU"}
+
+
+def activation(name: str) -> nn.Module:
+    from torch import nn
+
+    return getattr(nn, ACTIVATIONS[name])()
 
 
 @dataclass(frozen=True)
@@ -32,10 +42,12 @@ def build_mlp(n_features: int, n_classes: int, cfg: ModelConfig) -> nn.Sequentia
         raise UserError(f"0 <= dropout < 1 must hold, but got (dropout={cfg.dropout})")
     if any(h < 1 for h in cfg.hidden):
         raise UserError(f"hidden sizes must be positive, but got {list(cfg.hidden)}")
+    from torch import nn
+
     layers: list[nn.Module] = []
     width = n_features
     for size in cfg.hidden:
-        layers += [nn.Linear(width, size), ACTIVATIONS[cfg.activation]()]
+        layers += [nn.Linear(width, size), activation(cfg.activation)]
         if cfg.dropout > 0:
             layers.append(nn.Dropout(cfg.dropout))
         width = size
@@ -50,13 +62,13 @@ def mean_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     logits (..., B, outputs) and labels (..., B): any leading axes are kept, so a population's
     (K, B, outputs) gives one loss per member, and a plain (B, outputs) gives a scalar.
     """
+    from torch.nn import functional as F
+
     if logits.shape[-1] == 1:
         z = logits.squeeze(-1)
-        per_row = nn.functional.binary_cross_entropy_with_logits(z, y.to(z.dtype), reduction="none")
+        per_row = F.binary_cross_entropy_with_logits(z, y.to(z.dtype), reduction="none")
     else:
-        flat = nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none"
-        )
+        flat = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none")
         per_row = flat.view(y.shape)
     return per_row.mean(-1)
 

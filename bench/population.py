@@ -44,7 +44,7 @@ from bench import schedules
 from bench.data import Task
 from bench.engine import OPTIMIZERS, EpochMetrics, TrainConfig, TrialResult, batch_weights
 from bench.errors import UserError
-from bench.model import ACTIVATIONS, ModelConfig, build_mlp, loss_and_correct, mean_loss, output_size
+from bench.model import ModelConfig, activation, build_mlp, loss_and_correct, mean_loss, output_size
 
 # Parameters and gradients are row views of flat buffers (see Population._set_flat); autograd notes that
 # their strides differ from a fresh tensor's. Accumulation into them is correct (the contract tests),
@@ -169,7 +169,7 @@ class Population:
         self.optimizer = first.optimizer
         self.epochs = first.epochs
         self.batch_size = first.batch_size
-        self.activation = ACTIVATIONS[first.model.activation]()
+        self.activation = activation(first.model.activation)
         self.dropout = first.model.dropout
         self.n_train = len(task.y_train)
         self.steps_per_epoch = math.ceil(self.n_train / self.batch_size)

@@ -21,23 +21,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bench.errors import UserError
+from bench.lazy import LazyModule
 
 if TYPE_CHECKING:
     from torch.optim import Optimizer
     from torch.optim.lr_scheduler import LRScheduler as Scheduler  # ReduceLROnPlateau is one too
 
 
-class _LazySchedulers:
-    """``torch.optim.lr_scheduler``, imported when a schedule is first built: reading the registry (the
-    command line's help, ``lrbench schedules``, a study's definition) does not import torch (2.5 s here)."""
-
-    def __getattr__(self, name: str) -> Any:
-        from torch.optim import lr_scheduler
-
-        return getattr(lr_scheduler, name)
-
-
-sched = _LazySchedulers()
+# torch's scheduler module, imported when a schedule is first built (see bench.lazy).
+sched = LazyModule("torch.optim.lr_scheduler")
 
 
 @dataclass(frozen=True)

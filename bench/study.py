@@ -19,21 +19,24 @@ import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
-import torch
 from optuna.storages import JournalStorage
 from optuna.storages.journal import BaseJournalBackend, JournalFileBackend, JournalFileSymlinkLock
 from optuna.trial import TrialState
 
 from bench import schedules
 from bench.config import FloatRange, Locations, StudyConfig
-from bench.data import Task, load_task
-from bench.engine import EpochMetrics, TrainConfig, TrialResult, resolve_device, train
 from bench.entry import end_startup
 from bench.errors import UserError
-from bench.population import ProxySchedule, auto_population_size, proxy_schedule, train_population
+
+# torch and the engines are imported by the functions that train: reading a stored study (lrbench export,
+# lrbench ui) does not import torch.
+if TYPE_CHECKING:
+    from bench.data import Task
+    from bench.engine import EpochMetrics, TrainConfig, TrialResult
+    from bench.population import ProxySchedule
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # Samplers that cannot handle conditional spaces (CMA-ES, QMC) fall back to independent sampling for the
@@ -224,6 +227,8 @@ def sample(trial: optuna.Trial, cfg: StudyConfig, steps_per_epoch: int) -> Trial
 
 
 def train_config(cfg: StudyConfig, spec: TrialSpec) -> TrainConfig:
+    from bench.engine import TrainConfig
+
     t = cfg.training
     return TrainConfig(
         scheduler=spec.scheduler,
@@ -386,6 +391,11 @@ def run_study(
         from bench.tracking import start_tracker
 
         tracker = start_tracker(cfg, loc)
+    import torch
+
+    from bench.data import load_task
+    from bench.engine import resolve_device
+
     threads = torch.get_num_threads()
     try:
         device = resolve_device(cfg.training.device)
@@ -407,6 +417,8 @@ def _leave_a_core_to_the_writer() -> None:
     all study long, and torch's threads wait on each other when one of them shares a core (measured on 2
     cores: a population of 13 trains in 0.6 s on one thread or on two, but in 3.3 s on two threads while
     another process keeps a core busy)."""
+    import torch
+
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     torch.set_num_threads(max(1, min(torch.get_num_threads(), cores - 1)))
 
@@ -498,6 +510,8 @@ def population_size(cfg: StudyConfig, task: Task, target: int) -> int:
         return 1
     if cfg.training.population_size:
         return cfg.training.population_size
+    from bench.population import auto_population_size
+
     fits = auto_population_size(task, cfg.model, cfg.training.batch_size)
     return max(1, min(fits, math.ceil(target / 8)))
 
@@ -551,6 +565,8 @@ def _run_batch(
     A trial is told, and its MLflow writes submitted, as soon as its result is final and the writer has
     created the batch's runs (their ids go on the trials first): a pruned member's writes then overlap the
     others' training rather than queue behind the whole batch. Training never waits for the writer."""
+    from bench.population import proxy_schedule
+
     asked = [study.ask() for _ in range(k)]
     started: list[tuple[optuna.Trial, TrialSpec]] = []
     built: list[ProxySchedule] = []  # each started trial's schedule, built once and trained with
@@ -631,6 +647,9 @@ def _train(
     its own optimizer and scheduler."""
     if not started:
         return []
+    from bench.engine import train
+    from bench.population import train_population
+
     hooks = [_reporter(cfg, trial) for trial, _ in started]
     cfgs = [train_config(cfg, spec) for _, spec in started]
     if cfg.training.engine == "population":

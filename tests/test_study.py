@@ -218,6 +218,24 @@ def test_leaderboards_load_and_export_reproduces_them(smoke_run: Path) -> None:
         assert (smoke_run / "smoke" / name).read_bytes() == content
 
 
+def test_export_reads_the_stored_study_without_torch(smoke_run: Path) -> None:
+    """Exporting, like reading a study's definition, does not import torch (2 s and more here)."""
+    board = smoke_run / "smoke" / "leaderboard.csv"
+    content = board.read_bytes()
+    board.unlink()
+    code = f"""
+import contextlib, io, sys
+from bench.cli import main
+with contextlib.redirect_stdout(io.StringIO()):
+    assert main(["export", {str(SMOKE)!r}, "--output", {str(smoke_run)!r}]) == 0
+print("torch" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+    assert board.read_bytes() == content
+
+
 def test_rerun_resumes_to_the_asked_total(smoke_run: Path) -> None:
     loc = Locations.resolve(config.load(SMOKE), output=str(smoke_run))
     first = load_trials(config.load(SMOKE), loc).records
@@ -474,7 +492,7 @@ def test_report_every_stores_fewer_intermediate_values(tmp_path: Path) -> None:
 def test_each_trial_schedule_is_built_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The study builds a trial's schedule when it starts the trial (bad arguments fail that trial alone)
     and the population trains on that one: not built a second time."""
-    from bench import population, study
+    from bench import population
 
     calls: list[str] = []
     real = population.proxy_schedule
@@ -483,8 +501,7 @@ def test_each_trial_schedule_is_built_once(tmp_path: Path, monkeypatch: pytest.M
         calls.append(cfg.scheduler)
         return real(cfg, steps_per_epoch)
 
-    monkeypatch.setattr(population, "proxy_schedule", counting)
-    monkeypatch.setattr(study, "proxy_schedule", counting)
+    monkeypatch.setattr(population, "proxy_schedule", counting)  # the study looks it up when it trains
     path = write_study(tmp_path, optuna__n_trials=4, training__epochs=2)
     assert main(["study", str(path), "--output", str(tmp_path)]) == 0
     assert len(calls) == 4
