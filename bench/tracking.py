@@ -217,12 +217,13 @@ class Tracker:
         params: Mapping[str, Any],
         points: Sequence[Point] = (),
         failure: str | None = None,
+        timestamp: int | None = None,
     ) -> None:
         """Write the trial's params, curves and final metrics (:func:`metric_points`) in batches, then
-        close the run."""
+        close the run. ``timestamp`` (ms) is the points' own, else now."""
         from mlflow.entities import Metric
 
-        ts = _now_ms()
+        ts = _now_ms() if timestamp is None else timestamp
         metrics = [Metric(key, value, ts, step) for key, value, step in points]
         tags = _tags(state, failure)
         param_list = _params(params)
@@ -469,12 +470,16 @@ class AsyncTracker:
         import pickle
 
         points = metric_points(result) if result is not None else []
+        # The points' timestamp is fixed here and spooled with them: replaying writes that MLflow had
+        # committed before a kill (its spool file not yet removed) adds nothing, as MLflow drops the exact
+        # duplicates of points it has.
+        record = (run_id, state, dict(params), points, failure, _now_ms())
         self.spool.mkdir(parents=True, exist_ok=True)
         path = self.spool / f"{run_id}.pkl"
         tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(pickle.dumps((run_id, state, dict(params), points, failure)))
+        tmp.write_bytes(pickle.dumps(record))
         tmp.replace(path)
-        self.submit("finish_trial", run_id, state, dict(params), points, failure, spooled=path)
+        self.submit("finish_trial", *record, spooled=path)
 
     def replay_spool(self) -> int:
         """Send what a killed process had spooled but not written (in the background: the writer takes
@@ -483,8 +488,8 @@ class AsyncTracker:
 
         done = 0
         for path in sorted(self.spool.glob("*.pkl")) if self.spool.is_dir() else []:
-            run_id, state, params, points, failure = pickle.loads(path.read_bytes())
-            self.submit("finish_trial", run_id, state, params, points, failure, spooled=path)
+            record = pickle.loads(path.read_bytes())  # (run_id, state, params, points, failure, timestamp)
+            self.submit("finish_trial", *record, spooled=path)
             done += 1
         return done
 

@@ -51,6 +51,43 @@ def test_a_spooled_trial_is_replayed_after_a_kill(tmp_path: Path, breast_cancer:
     assert not list(spool.iterdir())
 
 
+def test_replaying_a_trial_mlflow_already_has_adds_no_points(
+    tmp_path: Path, breast_cancer: Task, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A study killed after MLflow committed a trial's writes but before its spool file was removed replays
+    that file on the next run: the points carry the time they were spooled, so nothing is written twice."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spool = tmp_path / "spool"
+    result = train(breast_cancer, TrainConfig(scheduler="StepLR", epochs=3))
+    spooled: dict[str, bytes] = {}  # the spool file as written (the writer removes it once MLflow has it)
+    real_replace = Path.replace
+
+    def keep(self: Path, target: Path) -> Path:
+        spooled[Path(target).name] = self.read_bytes()
+        return real_replace(self, target)
+
+    monkeypatch.setattr(Path, "replace", keep)
+    writer = AsyncTracker(uri, "twice", spool)
+    try:
+        writer.open_parent("twice", None, {})
+        run_id = writer.start_trial("twice", 0, "StepLR")
+        writer.finish_trial(run_id, "COMPLETE", {"scheduler": "StepLR"}, result)
+        writer.flush()
+    finally:
+        writer.close()
+    assert not list(spool.iterdir())
+    (spool / f"{run_id}.pkl").write_bytes(spooled[f"{run_id}.pkl"])  # as a kill before its removal leaves it
+    again = AsyncTracker(uri, "twice", spool)
+    try:
+        assert again.replay_spool() == 1
+    finally:
+        again.close()
+    sync = Tracker(uri, "twice")
+    assert [m.value for m in sync.client.get_metric_history(run_id, "val/loss")] == result.val_loss
+    assert expand_curve(sync.history(run_id, "lr")) == result.lrs
+    assert not list(spool.iterdir())
+
+
 def test_a_prestarted_writer_is_taken_up_or_stopped(tmp_path: Path) -> None:
     """`lrbench study` starts its writer before importing torch; the study's tracker takes that process up,
     and one that no study took (the command failed first) is stopped."""
