@@ -365,7 +365,7 @@ class _Progress:
             return
         elapsed = time.perf_counter() - self.started
         print(
-            f"[{self.done}/{self.total}] {line}  best {best if best is None else round(best, 4)}  "
+            f"[{self.done}/{self.total}] {line}  best {'-' if best is None else f'{best:.4f}'}  "
             f"{elapsed:.0f}s",
             file=sys.stderr,
         )

@@ -268,6 +268,18 @@ def test_diverged_trial_is_pruned_with_its_reason(tmp_path: Path) -> None:
     assert board["value"].isna().all()
 
 
+def test_progress_lines_give_the_best_value_as_the_trial_value(capsys: pytest.CaptureFixture[str]) -> None:
+    """Off a terminal (logs, CI) a line per trial; its best value has the trial value's four decimals."""
+    from bench import study as study_module
+
+    progress = study_module._Progress(total=3, done=0, name="x")
+    progress.update("trial 0 StepLR: FAIL boom", None, counted=False)
+    progress.update("trial 1 StepLR: COMPLETE val_loss=0.0600", 0.06, counted=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("[0/3] trial 0 StepLR: FAIL boom  best -  ")
+    assert lines[1].startswith("[1/3] trial 1 StepLR: COMPLETE val_loss=0.0600  best 0.0600  ")
+
+
 def test_progress_shows_each_trial_as_it_is_told(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A population's diverged members are told, and shown, while the rest of it still trains; the best
     shown is the best of the trials shown so far."""
