@@ -589,19 +589,101 @@ def test_journal_file_skips_fsync_for_reports_alone(tmp_path: Path, monkeypatch:
     assert got.value == 0.2 and got.user_attrs == {"worker": "me"}
 
 
-def test_ui_prints_the_address_of_the_study_runs(
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_ui_prints_the_address_of_the_study_runs_once_the_server_answers(
+    smoke_run: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The address is printed when the server answers on it, not while it starts (10 s and more here). A
+    one-request HTTP server stands in for MLflow's."""
+    import subprocess as sp
+
+    port = _free_port()
+    one_request = (
+        "import http.server as h, sys; "
+        "h.HTTPServer(('127.0.0.1', int(sys.argv[1])), h.BaseHTTPRequestHandler).handle_request()"
+    )
+    started: list[list[str]] = []
+    real_popen = sp.Popen
+
+    def popen(cmd: list[str], **kwargs: Any) -> Any:
+        if cmd[1:2] != ["server"]:  # not the UI's (MLflow runs git, say)
+            return real_popen(cmd, **kwargs)
+        started.append(cmd)
+        time.sleep(1)  # still starting: the command waits for it
+        return real_popen([sys.executable, "-c", one_request, str(port)], **kwargs)
+
+    monkeypatch.setattr(sp, "Popen", popen)
+    args = ["ui", "--study", str(SMOKE), "--output", str(smoke_run), "--port", str(port)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert f"http://127.0.0.1:{port}/#/experiments/1?workflowType=machine_learning" in out
+    cmd = started[0]
+    assert cmd[1:3] == ["server", "--backend-store-uri"] and cmd[3] == f"sqlite:///{smoke_run / 'mlflow.db'}"
+    assert cmd[cmd.index("--host") + 1] == "127.0.0.1" and cmd[cmd.index("--workers") + 1] == "1"
+
+
+def test_ui_says_when_the_server_stops_before_answering_or_the_port_is_taken(
     smoke_run: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import subprocess as sp
 
-    started: list[list[str]] = []
-    monkeypatch.setattr(sp, "call", lambda cmd: started.append(cmd) or 0)
-    assert main(["ui", "--study", str(SMOKE), "--output", str(smoke_run), "--port", "5123"]) == 0
-    out = capsys.readouterr().out
-    assert "http://127.0.0.1:5123/#/experiments/1?workflowType=machine_learning" in out
-    cmd = started[0]
-    assert cmd[1:3] == ["server", "--backend-store-uri"] and cmd[3] == f"sqlite:///{smoke_run / 'mlflow.db'}"
-    assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
+    real_popen = sp.Popen
+
+    def popen(cmd: list[str], **kwargs: Any) -> Any:
+        if cmd[1:2] != ["server"]:
+            return real_popen(cmd, **kwargs)
+        return real_popen([sys.executable, "-c", "raise SystemExit(3)"], **kwargs)  # as MLflow's failing
+
+    monkeypatch.setattr(sp, "Popen", popen)
+    args = ["ui", "--study", str(SMOKE), "--output", str(smoke_run), "--port", str(_free_port())]
+    assert main(args) == 3  # the server's own status; its error is its own stderr
+    assert "http://" not in capsys.readouterr().out
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        args[-1] = str(taken.getsockname()[1])
+        assert main(args) == 2
+    assert f"port {args[-1]} is in use on 127.0.0.1; choose another with --port" in capsys.readouterr().err
+
+
+def test_ui_serves_the_study_and_stops_with_everything_it_started(smoke_run: Path) -> None:
+    """The real MLflow server: the address answers once printed, and a SIGTERM to lrbench alone (not to
+    its process group, as a terminal's Ctrl-C would) stops the server and its uvicorn workers too."""
+    port = _free_port()
+    command = ["ui", "--study", str(SMOKE), "--output", str(smoke_run), "--port", str(port)]
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "bench", *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert ui.stdout is not None
+        lines = iter(ui.stdout.readline, "")  # the server's own stdout comes through too
+        line = next((line for line in lines if line.startswith("MLflow UI on")), "")
+        assert line.startswith(f"MLflow UI on http://127.0.0.1:{port}/#/experiments/1"), line
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as page:
+            assert page.status == 200
+        ui.terminate()
+        assert ui.wait(timeout=30) == 0
+        deadline = time.monotonic() + 10
+        while _listening(port) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _listening(port)
+    finally:
+        if ui.poll() is None:  # a failed check: stopped the same way, so that no server outlives the test
+            ui.terminate()
+            ui.wait(timeout=30)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def test_integer_arguments_stay_integers_in_the_leaderboard(smoke_run: Path) -> None:
