@@ -16,6 +16,7 @@ import socket
 import sys
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,8 +131,9 @@ def worker_alive(worker: str | None) -> bool | None:
 
 
 def _sampler(cfg: StudyConfig, resumed_at: int = 0) -> optuna.samplers.BaseSampler:
-    """The study's sampler. A resumed study offsets the seed by the trials it already has, so that it does
-    not draw the same points again, and stays reproducible."""
+    """The study's sampler, its seed offset by the number of the first trial this worker asks (see
+    open_study): a resumed study does not draw the same points again, workers that share a study do not draw
+    each other's, and a study run by one worker is reproducible."""
     o = cfg.optuna
     seed = None if o.seed is None else o.seed + resumed_at
     if o.sampler == "tpe":
@@ -284,6 +286,9 @@ def _canonical(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
+_SEEDED_AT: weakref.WeakKeyDictionary[optuna.Study, int] = weakref.WeakKeyDictionary()
+
+
 def open_study(cfg: StudyConfig, loc: Locations) -> optuna.Study:
     """Create the study or load it, refusing to resume one whose comparable definition changed."""
     storage = open_storage(loc.storage)
@@ -295,9 +300,12 @@ def open_study(cfg: StudyConfig, loc: Locations) -> optuna.Study:
         pruner=_pruner(cfg),
         load_if_exists=True,
     )
+    # The number the first trial this worker asks will have, unless another worker asks first (then the
+    # first batch reseeds the sampler: _run_batch).
     existing = len(study.get_trials(deepcopy=False))
     if existing:
         study.sampler = _sampler(cfg, resumed_at=existing)
+    _SEEDED_AT[study] = existing
     definition = _canonical(cfg.comparable())
     stored = study.user_attrs.get("definition")
     if stored is None:
@@ -549,6 +557,18 @@ def _reporter(cfg: StudyConfig, trial: optuna.Trial) -> Callable[[EpochMetrics],
     return report
 
 
+def _ask(cfg: StudyConfig, study: optuna.Study, k: int) -> list[optuna.Trial]:
+    """k new trials. In this worker's first batch, if another worker asked trials since this one opened the
+    study (perhaps with a sampler of the same seed), this worker's seed follows its own first trial's number
+    instead: its points are drawn after the asks (by TPE's default, independent sampling; multivariate
+    samplers drew this batch's at the asks, with the seed of the open)."""
+    asked = [study.ask() for _ in range(k)]
+    seeded_at = _SEEDED_AT.pop(study, None)
+    if seeded_at is not None and asked and asked[0].number != seeded_at:
+        study.sampler = _sampler(cfg, resumed_at=asked[0].number)
+    return asked
+
+
 def _run_batch(
     cfg: StudyConfig,
     study: optuna.Study,
@@ -567,7 +587,7 @@ def _run_batch(
     others' training rather than queue behind the whole batch. Training never waits for the writer."""
     from bench.population import proxy_schedule
 
-    asked = [study.ask() for _ in range(k)]
+    asked = _ask(cfg, study, k)
     started: list[tuple[optuna.Trial, TrialSpec]] = []
     built: list[ProxySchedule] = []  # each started trial's schedule, built once and trained with
     told: set[int] = set()  # trial numbers

@@ -8,6 +8,7 @@ are closed by the next process that opens the study (:meth:`Tracker.close_orphan
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import itertools
 import logging
@@ -16,7 +17,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -117,6 +118,26 @@ def _on_connect(dbapi_connection: Any, pool_entry: Any) -> None:
         _OPEN.add(pool_entry)
 
 
+@contextlib.contextmanager
+def _one_at_a_time(tracking_uri: str) -> Iterator[None]:
+    """Workers on this machine open a local SQLite store one at a time (a lock on its folder, nothing left
+    behind): two that start together on a new store would both create MLflow's tables, and one fails. A
+    tracking server creates its tables once."""
+    if not tracking_uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    folder = Path(tracking_uri.removeprefix("sqlite:///")).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # and the lock with it
+
+
 def release_sqlite() -> None:
     """Close this process's connections to the tuned SQLite stores (none may be in use): the last one to
     close writes the write-ahead log into the database file and removes it, so a finished study leaves one
@@ -144,17 +165,30 @@ class Tracker:
 
         _quiet()
         _tune_sqlite(tracking_uri)
-        self.client = MlflowClient(tracking_uri=tracking_uri)
-        found = self.client.get_experiment_by_name(experiment)
-        if found is None:
-            self.experiment_id = self.client.create_experiment(
-                experiment, artifact_location=_local_artifact_root(tracking_uri)
-            )
-        else:
-            self.experiment_id = found.experiment_id
-            if found.lifecycle_stage == "deleted":
-                self.client.restore_experiment(self.experiment_id)
+        with _one_at_a_time(tracking_uri):
+            self.client = MlflowClient(tracking_uri=tracking_uri)  # creates a new store's tables
+            found = self.client.get_experiment_by_name(experiment)
+            if found is None:
+                self.experiment_id = self._create_experiment(experiment, tracking_uri)
+            else:
+                self.experiment_id = found.experiment_id
+                if found.lifecycle_stage == "deleted":
+                    self.client.restore_experiment(self.experiment_id)
         self.parent_id: str | None = None
+
+    def _create_experiment(self, name: str, tracking_uri: str) -> str:
+        """The experiment, created here unless another worker of the study creates it first."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return str(
+                self.client.create_experiment(name, artifact_location=_local_artifact_root(tracking_uri))
+            )
+        except MlflowException as exc:
+            found = self.client.get_experiment_by_name(name)
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS" or found is None:
+                raise
+            return str(found.experiment_id)
 
     def close(self) -> None:
         """Done with the store (see :func:`release_sqlite`); a later call opens it again."""

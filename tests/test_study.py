@@ -236,6 +236,25 @@ print("torch" in sys.modules)
     assert board.read_bytes() == content
 
 
+def test_workers_that_open_a_study_together_draw_different_points(tmp_path: Path) -> None:
+    """Two workers open a new study before either asks (same sampler seed): the second to ask reseeds from
+    its first trial's number, while a lone worker draws what it always drew."""
+    from bench import study as study_module
+
+    cfg = config.load(SMOKE)
+
+    def first_point(study: Any) -> tuple[str, float]:
+        (trial,) = study_module._ask(cfg, study, 1)
+        spec = study_module.sample(trial, cfg, 6)
+        return spec.scheduler, spec.lr
+
+    alone = first_point(study_module.open_study(cfg, Locations.resolve(cfg, output=str(tmp_path / "alone"))))
+    loc = Locations.resolve(cfg, output=str(tmp_path / "shared"))
+    a, b = study_module.open_study(cfg, loc), study_module.open_study(cfg, loc)
+    assert first_point(a) == alone  # the first to ask keeps the study's seed
+    assert first_point(b) != alone
+
+
 def test_rerun_resumes_to_the_asked_total(smoke_run: Path) -> None:
     loc = Locations.resolve(config.load(SMOKE), output=str(smoke_run))
     first = load_trials(config.load(SMOKE), loc).records

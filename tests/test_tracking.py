@@ -88,6 +88,29 @@ def test_replaying_a_trial_mlflow_already_has_adds_no_points(
     assert not list(spool.iterdir())
 
 
+def test_workers_that_start_together_share_a_new_local_store(tmp_path: Path) -> None:
+    """Two workers of one study starting at once on a new embedded store: one creates MLflow's tables and
+    the experiment, the other finds them (without the lock, one of them failed creating the tables)."""
+    import subprocess
+    import sys
+
+    uri = f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}"
+    code = (
+        f"from bench.tracking import Tracker; t = Tracker({uri!r}, 'together'); "
+        "print(t.experiment_id); t.close()"
+    )
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    outs = [w.communicate(timeout=120) for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], [err[-600:] for _, err in outs]
+    assert len({out.strip() for out, _ in outs}) == 1  # one experiment
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["mlflow.db"]  # no lock file left
+
+
 def test_a_prestarted_writer_is_taken_up_or_stopped(tmp_path: Path) -> None:
     """`lrbench study` starts its writer before importing torch; the study's tracker takes that process up,
     and one that no study took (the command failed first) is stopped."""
