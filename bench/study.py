@@ -300,8 +300,8 @@ def open_study(cfg: StudyConfig, loc: Locations) -> optuna.Study:
         pruner=_pruner(cfg),
         load_if_exists=True,
     )
-    # The number the first trial this worker asks will have, unless another worker asks first (then the
-    # first batch reseeds the sampler: _run_batch).
+    # The number the first trial this worker asks will have, unless another worker asks first (then its
+    # first batch reseeds the sampler: _ask).
     existing = len(study.get_trials(deepcopy=False))
     if existing:
         study.sampler = _sampler(cfg, resumed_at=existing)

@@ -185,8 +185,10 @@ class Tracker:
                 self.client.create_experiment(name, artifact_location=_local_artifact_root(tracking_uri))
             )
         except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
             found = self.client.get_experiment_by_name(name)
-            if exc.error_code != "RESOURCE_ALREADY_EXISTS" or found is None:
+            if found is None:
                 raise
             return str(found.experiment_id)
 
