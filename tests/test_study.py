@@ -608,12 +608,6 @@ def test_journal_file_skips_fsync_for_reports_alone(tmp_path: Path, monkeypatch:
     assert got.value == 0.2 and got.user_attrs == {"worker": "me"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_ui_prints_the_address_of_the_study_runs_once_the_server_answers(
     smoke_run: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -621,7 +615,7 @@ def test_ui_prints_the_address_of_the_study_runs_once_the_server_answers(
     one-request HTTP server stands in for MLflow's."""
     import subprocess as sp
 
-    port = _free_port()
+    port = free_port()
     one_request = (
         "import http.server as h, sys; "
         "h.HTTPServer(('127.0.0.1', int(sys.argv[1])), h.BaseHTTPRequestHandler).handle_request()"
@@ -659,7 +653,7 @@ def test_ui_says_when_the_server_stops_before_answering_or_the_port_is_taken(
         return real_popen([sys.executable, "-c", "raise SystemExit(3)"], **kwargs)  # as MLflow's failing
 
     monkeypatch.setattr(sp, "Popen", popen)
-    args = ["ui", "--study", str(SMOKE), "--output", str(smoke_run), "--port", str(_free_port())]
+    args = ["ui", "--study", str(SMOKE), "--output", str(smoke_run), "--port", str(free_port())]
     assert main(args) == 3  # the server's own status; its error is its own stderr
     assert "http://" not in capsys.readouterr().out
     with socket.socket() as taken:
@@ -673,7 +667,7 @@ def test_ui_says_when_the_server_stops_before_answering_or_the_port_is_taken(
 def test_ui_serves_the_study_and_stops_with_everything_it_started(smoke_run: Path) -> None:
     """The real MLflow server: the address answers once printed, and a SIGTERM to lrbench alone (not to
     its process group, as a terminal's Ctrl-C would) stops the server and its uvicorn workers too."""
-    port = _free_port()
+    port = free_port()
     command = ["ui", "--study", str(SMOKE), "--output", str(smoke_run), "--port", str(port)]
     ui = subprocess.Popen(
         [sys.executable, "-m", "bench", *command],
