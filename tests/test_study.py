@@ -104,6 +104,16 @@ def rest(url: str, path: str, body: dict[str, Any] | None = None) -> dict[str, A
         return dict(json.load(resp))
 
 
+def test_a_worker_that_loses_the_race_for_the_experiment_takes_the_winners(mlflow_server: str) -> None:
+    """Two workers on a tracking server that both found no experiment: the second one's create fails (the
+    name is taken), and it uses the experiment the first created."""
+    from bench.tracking import Tracker
+
+    first = Tracker(mlflow_server, "raced")
+    second = Tracker(mlflow_server, "raced")
+    assert second._create_experiment("raced", mlflow_server) == first.experiment_id
+
+
 def test_smoke_study_against_a_real_tracking_server(mlflow_server: str, tmp_path: Path) -> None:
     out = lrbench("study", SMOKE, "--output", tmp_path, "--tracking-uri", mlflow_server)
     assert out.returncode == 0, out.stderr
