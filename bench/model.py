@@ -7,19 +7,23 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bench.errors import UserError
+from bench.lazy import LazyModule
 
+# torch is read when a model is built or a loss computed: reading a study's definition (config) does not
+# import it (see bench.lazy).
 if TYPE_CHECKING:
     import torch
     from torch import nn
+    from torch.nn import functional as F
+else:
+    nn = LazyModule("torch.nn")
+    F = LazyModule("torch.nn.functional")
 
-# torch.nn's activation classes by name, looked up when a model is built: reading a study's definition
-# (config) does not import torch.
+# torch.nn's activation classes by name.
 ACTIVATIONS: dict[str, str] = {"relu": "ReLU", "gelu": "GELU", "tanh": "Tanh", "silu": "SiLU"}
 
 
 def activation(name: str) -> nn.Module:
-    from torch import nn
-
     return getattr(nn, ACTIVATIONS[name])()
 
 
@@ -42,8 +46,6 @@ def build_mlp(n_features: int, n_classes: int, cfg: ModelConfig) -> nn.Sequentia
         raise UserError(f"0 <= dropout < 1 must hold, but got (dropout={cfg.dropout})")
     if any(h < 1 for h in cfg.hidden):
         raise UserError(f"hidden sizes must be positive, but got {list(cfg.hidden)}")
-    from torch import nn
-
     layers: list[nn.Module] = []
     width = n_features
     for size in cfg.hidden:
@@ -62,8 +64,6 @@ def mean_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     logits (..., B, outputs) and labels (..., B): any leading axes are kept, so a population's
     (K, B, outputs) gives one loss per member, and a plain (B, outputs) gives a scalar.
     """
-    from torch.nn import functional as F
-
     if logits.shape[-1] == 1:
         z = logits.squeeze(-1)
         per_row = F.binary_cross_entropy_with_logits(z, y.to(z.dtype), reduction="none")
