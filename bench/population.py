@@ -21,6 +21,11 @@ What is shared and what is each member's own:
   whose beta1 varies (``cycle_momentum``), are torch's arithmetic written over the member axis.
 - Members that diverge (non-finite loss) or that ``on_epoch`` stops (pruning) are frozen at the end of
   that epoch: the population is compacted and they cost nothing more.
+- New members can join at any epoch's end (``train(refill=...)``), in the places of those that ended: a
+  small population's step costs about the same whatever its size (per-operation overhead dominates), so
+  a slot left empty is time lost. Each member keeps its own clock: its epoch (its batch order, its row of
+  the LR table, its plateau steps) and its optimizer step count (Adam's bias correction), shared by the
+  members that joined together.
 """
 
 from __future__ import annotations
@@ -138,6 +143,13 @@ class _Member:
     scheduler: LRScheduler
     generator: torch.Generator
     result: TrialResult
+    epoch: int = 0  # epochs trained: the member's own clock (members that joined later lag behind)
+    cohort: int = 0  # members that joined together, and so share their optimizer step count
+
+
+# A member that joins a population being trained: the caller's index for it, its config, and its schedule
+# (see proxy_schedule) where the caller has built it already, else None.
+Joiner = tuple[int, TrainConfig, ProxySchedule | None]
 
 
 def _momentum_of(group: dict[str, object], optimizer: str) -> float:
@@ -165,6 +177,7 @@ class Population:
             raise ValueError(f"{len(built)} prebuilt schedules for {len(cfgs)} members")
         self.task = task
         self.device = task.device
+        self.key = keys.pop()
         first = cfgs[0]
         self.optimizer = first.optimizer
         self.epochs = first.epochs
@@ -175,12 +188,35 @@ class Population:
         self.steps_per_epoch = math.ceil(self.n_train / self.batch_size)
         self.total_steps = self.epochs * self.steps_per_epoch
         self.batch_weights = batch_weights(self.n_train, self.batch_size, self.device)
+        self.state: dict[str, torch.Tensor] = {}
+        # Adam's tensors as one view per cohort's rows (see _update), made when first needed.
+        self._blocks: list[list[torch.Tensor]] | None = None
+        self.members: list[_Member] = []
+        flat, lr_rows, mom_rows = self._build(list(enumerate(cfgs)), built or [None] * len(cfgs), cohort=0)
+        self._set_flat(flat, {})
+        # Per-step tables (K, total_steps); live-stepped members fill theirs epoch by epoch.
+        self.lr_table = torch.tensor(lr_rows, dtype=torch.float64)
+        self.mom_table = torch.tensor(mom_rows, dtype=torch.float64)
+        self.wd = torch.tensor([c.weight_decay for c in cfgs], dtype=torch.float32, device=self.device)
+        self.decays = any(c.weight_decay for c in cfgs)
+        self._fused = self.device.type in FUSED_ADAM_DEVICES
+        # Optimizer step counts, one per cohort (members that joined together): a count, and the tensor
+        # torch's Adam keeps it in (on the device for the fused kernel).
+        self._steps: dict[int, int] = {0: 0}
+        self._step_tensors: dict[int, torch.Tensor] = {0: self._step_tensor()}
+        self._next_cohort = 1
+        self._set_adam_path()
 
+    def _build(
+        self, indexed: Sequence[tuple[int, TrainConfig]], built: Sequence[ProxySchedule | None], cohort: int
+    ) -> tuple[torch.Tensor, list[list[float]], list[list[float]]]:
+        """New members (appended to self.members): their parameters as rows of a flat (n, P) buffer on the
+        device, and their LR and momentum table rows."""
         weights: list[list[torch.Tensor]] = []
         biases: list[list[torch.Tensor]] = []
-        self.members: list[_Member] = []
         lr_rows, mom_rows = [], []
-        for i, c in enumerate(cfgs):
+        task = self.task
+        for (index, c), prebuilt in zip(indexed, built, strict=True):
             # The CPU generator the reference trainer's torch.manual_seed sets, so initialisations match
             # (torch.manual_seed itself also queues a seeding of every other backend: 0.6 ms a member).
             torch.default_generator.manual_seed(c.seed)
@@ -188,9 +224,9 @@ class Population:
             linears = [m for m in mlp if isinstance(m, torch.nn.Linear)]
             weights.append([m.weight.detach().t() for m in linears])  # (in, out): x @ W
             biases.append([m.bias.detach().unsqueeze(0) for m in linears])
-            family, args, proxy, scheduler = built[i] if built else proxy_schedule(c, self.steps_per_epoch)
+            family, args, proxy, scheduler = prebuilt or proxy_schedule(c, self.steps_per_epoch)
             member = _Member(
-                index=i,
+                index=index,
                 family=family,
                 proxy=proxy,
                 scheduler=scheduler,
@@ -205,6 +241,7 @@ class Population:
                     steps_per_epoch=self.steps_per_epoch,
                     device=str(self.device),
                 ),
+                cohort=cohort,
             )
             self.members.append(member)
             lrs, moms = self._schedule_table(member)
@@ -218,19 +255,59 @@ class Population:
         ]
         self.shapes = [tuple(t.shape) for t in per_member[0]]
         flat = torch.stack([torch.cat([t.reshape(-1) for t in row]) for row in per_member])
-        self._set_flat(flat.to(self.device), {})
-        # Per-step tables (K, total_steps); live-stepped members fill theirs epoch by epoch.
-        self.lr_table = torch.tensor(lr_rows, dtype=torch.float64)
-        self.mom_table = torch.tensor(mom_rows, dtype=torch.float64)
-        self.wd = torch.tensor([c.weight_decay for c in cfgs], dtype=torch.float32, device=self.device)
-        self.decays = any(c.weight_decay for c in cfgs)
-        self.step_count = 0
-        self._fused = self.device.type in FUSED_ADAM_DEVICES
-        # Adam with one beta1 for all (no cycle_momentum): torch's own Adam does the arithmetic (_update),
-        # keeping its step count where torch keeps it (on the device for the fused kernel).
+        return flat.to(self.device), lr_rows, mom_rows
+
+    def _step_tensor(self) -> torch.Tensor:
+        return torch.zeros((), device=self.device if self._fused else None)
+
+    def _set_adam_path(self) -> None:
+        """Adam with one beta1 for all (no cycle_momentum): torch's own Adam does the arithmetic (_update);
+        else the same arithmetic written over the member axis."""
         beta1_fixed = bool(torch.all(torch.nan_to_num(self.mom_table, nan=ADAM_BETAS[0]) == ADAM_BETAS[0]))
         self._torch_adam = self.optimizer in ("adam", "adamw") and beta1_fixed
-        self._adam_step = torch.zeros((), device=self.device if self._fused else None)
+        if self._torch_adam:
+            if self.state and "direction" not in self.state:
+                self.state["direction"] = torch.zeros_like(self.flat)
+            for cohort, count in self._steps.items():  # torch's Adam counts its own steps; the other path not
+                self._step_tensors[cohort].fill_(count)
+        self._blocks = None
+        self._cohort_rows: list[tuple[int, int, int]] = []  # (cohort, first row, row after the last)
+        for row, m in enumerate(self.members):
+            if self._cohort_rows and self._cohort_rows[-1][0] == m.cohort:
+                c, first, _ = self._cohort_rows[-1]
+                self._cohort_rows[-1] = (c, first, row + 1)
+            else:
+                self._cohort_rows.append((m.cohort, row, row + 1))
+
+    def add(self, joiners: Sequence[Joiner]) -> None:
+        """New members, at an epoch's end: they start their own epoch 0 with the population's next epoch, and
+        their own optimizer step count. They must share the population's :func:`group_key`."""
+        if not joiners:
+            return
+        cfgs = [c for _, c, _ in joiners]
+        for c in cfgs:
+            c.check()
+            if group_key(c) != self.key:
+                raise ValueError(f"a member of group {group_key(c)} cannot join a population of {self.key}")
+        cohort = self._next_cohort
+        self._next_cohort += 1
+        flat, lr_rows, mom_rows = self._build(
+            [(i, c) for i, c, _ in joiners], [b for _, _, b in joiners], cohort
+        )
+        n = len(joiners)
+        state = {
+            name: torch.cat([t, torch.zeros(n, t.shape[1], dtype=t.dtype, device=t.device)])
+            for name, t in self.state.items()
+        }
+        self._set_flat(torch.cat([self.flat.detach(), flat]), state)
+        self.lr_table = torch.cat([self.lr_table, torch.tensor(lr_rows, dtype=torch.float64)])
+        self.mom_table = torch.cat([self.mom_table, torch.tensor(mom_rows, dtype=torch.float64)])
+        wd = torch.tensor([c.weight_decay for c in cfgs], dtype=torch.float32, device=self.device)
+        self.wd = torch.cat([self.wd, wd])
+        self.decays = self.decays or any(c.weight_decay for c in cfgs)
+        self._steps[cohort] = 0
+        self._step_tensors[cohort] = self._step_tensor()
+        self._set_adam_path()
 
     def _set_flat(self, flat: torch.Tensor, state: dict[str, torch.Tensor]) -> None:
         """Parameters as views into the flat buffer; their .grad as views into a flat gradient buffer, into
@@ -238,6 +315,7 @@ class Population:
         self.flat = flat.contiguous()
         self.grad = torch.zeros_like(self.flat)
         self.state = state
+        self._blocks = None
         k = self.flat.shape[0]
         views: list[torch.Tensor] = []
         offset = 0
@@ -273,13 +351,14 @@ class Population:
         pad = self.total_steps - len(lrs)
         return lrs + [math.nan] * pad, moms + [math.nan] * pad
 
-    def _step_live_schedules(self, epoch: int, val_losses: list[float]) -> None:
-        """ReduceLROnPlateau members: step on their own validation loss, then fill the next epoch's rows."""
-        nxt = slice((epoch + 1) * self.steps_per_epoch, (epoch + 2) * self.steps_per_epoch)
+    def _step_live_schedules(self, val_losses: list[float]) -> None:
+        """ReduceLROnPlateau members: step on their own validation loss, then fill their next epoch's rows."""
+        spe = self.steps_per_epoch
         for row, m in enumerate(self.members):
             if m.family.needs_metric:
                 with _proxy_steps():
                     schedules.step_scheduler(m.scheduler, m.family, val_losses[row])
+                nxt = slice((m.epoch + 1) * spe, (m.epoch + 2) * spe)
                 if nxt.start < self.total_steps:
                     group = m.proxy.param_groups[0]
                     self.lr_table[row, nxt] = float(group["lr"])
@@ -313,8 +392,8 @@ class Population:
     @torch.no_grad()
     def _update(self, lr: torch.Tensor, mom: torch.Tensor) -> None:
         """One optimizer step for every member at once; lr and mom are (K,), one per member."""
-        self.step_count += 1
-        step = self.step_count
+        for cohort in self._steps:
+            self._steps[cohort] += 1
         p, grad, state = self.flat, self.grad, self.state
         lr_k, mom_k, wd_k = lr[:, None], mom[:, None], self.wd[:, None]
         decays = self.decays
@@ -325,6 +404,8 @@ class Population:
             if buf is None:
                 buf = state["momentum_buffer"] = grad.clone()
             else:
+                # A member that joined later has a zero row here: 0 * momentum + grad is torch's first
+                # step's clone of the gradient, exactly.
                 buf.mul_(mom_k).add_(grad)  # dampening 0
             p.sub_(lr_k * buf)
             return
@@ -338,20 +419,29 @@ class Population:
             state["exp_avg_sq"] = torch.zeros_like(p)
             if self._torch_adam:  # scratch for torch's Adam below, zero between steps (compacts to zero)
                 state["direction"] = torch.zeros_like(p)
+            self._blocks = None
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        cohorts = self._cohort_rows
         if self._torch_adam:
             # torch's own Adam (its functional form, fused where the device has the kernel) with LR 1 on the
             # zero direction buffer leaves -m_hat / (sqrt(v_hat) + eps) in it, which each member then takes
             # times its own LR. Measured at K=256: 1.3 ms a step against 7.2 ms for the same arithmetic
-            # written out over the member axis (below, for a beta1 that varies by step).
+            # written out over the member axis (below, for a beta1 that varies by step). Members that
+            # joined at different times are different tensors to it (row blocks), each with its own step.
             direction = state["direction"]
+            if self._blocks is None:  # views of each cohort's rows, made once for as long as they hold
+                blocks = [slice(first, end) for _, first, end in cohorts]
+                self._blocks = [[t[b] for b in blocks] for t in (direction, self.grad, exp_avg, exp_avg_sq)]
+            directions, grads, exp_avgs, exp_avg_sqs = self._blocks
+            if grad is not self.grad:  # Adam's L2 term made a new gradient
+                grads = [grad[first:end] for _, first, end in cohorts]
             adam(
-                [direction],
-                [grad],
-                [exp_avg],
-                [exp_avg_sq],
+                directions,
+                grads,
+                exp_avgs,
+                exp_avg_sqs,
                 [],
-                [self._adam_step],
+                [self._step_tensors[c] for c, _, _ in cohorts],
                 fused=self._fused,
                 amsgrad=False,
                 beta1=ADAM_BETAS[0],
@@ -367,8 +457,15 @@ class Population:
         beta2 = ADAM_BETAS[1]
         exp_avg.lerp_(grad, 1 - mom_k)
         exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        bias_correction1 = 1 - mom_k**step
-        bias_correction2_sqrt = math.sqrt(1 - beta2**step)
+        if len(cohorts) == 1:
+            step = self._steps[cohorts[0][0]]
+            bias_correction1 = 1 - mom_k**step
+            bias_correction2_sqrt: float | torch.Tensor = math.sqrt(1 - beta2**step)
+        else:
+            steps = [self._steps[c] for c, first, end in cohorts for _ in range(first, end)]
+            step_k = torch.tensor(steps, dtype=torch.float64)[:, None]
+            bias_correction1 = 1 - mom_k ** step_k.to(device=p.device, dtype=p.dtype)
+            bias_correction2_sqrt = (1 - beta2**step_k).sqrt().to(device=p.device, dtype=p.dtype)
         denom = exp_avg_sq.sqrt().div_(bias_correction2_sqrt).add_(ADAM_EPS)
         p.sub_(exp_avg.div(denom).mul_(lr_k / bias_correction1))
 
@@ -382,6 +479,10 @@ class Population:
         self.lr_table, self.mom_table = self.lr_table[cpu_idx], self.mom_table[cpu_idx]
         self.wd = self.wd[idx]
         self.members = [self.members[r] for r in rows]
+        alive = {m.cohort for m in self.members}
+        for cohort in [c for c in self._steps if c not in alive]:
+            del self._steps[cohort], self._step_tensors[cohort]
+        self._set_adam_path()
 
     # --- training ----------------------------------------------------------------------------------------
 
@@ -389,36 +490,45 @@ class Population:
         self,
         on_epoch: Callable[[int, EpochMetrics], bool | None] | None = None,
         on_done: Callable[[int, TrialResult], None] | None = None,
+        refill: Callable[[int], Sequence[Joiner]] | None = None,
     ) -> list[TrialResult]:
         """Train every member; ``on_epoch(member_index, metrics)`` returning True freezes that member.
         ``on_done(member_index, result)`` is called as soon as a member's result is final (it diverged, was
         stopped, or ran its epochs), so that a caller can store it while the others train.
 
+        ``refill(free)``, called at each epoch's end after ``on_done`` when fewer members than the
+        population started with go on, returns members to add (:meth:`add`), at most ``free``; training
+        ends when no member goes on and none joins. Returns the results of the members the population started
+        with, then of those that joined, in that order.
+
         A member's ``seconds`` is its share of the population's time: each epoch's time divided evenly
         among the members that trained in it (the members' seconds add up to the population's)."""
         results = [m.result for m in self.members]
+        capacity = len(self.members)
         x_train, y_train = self.task.x_train, self.task.y_train
         dev = self.device
+        spe = self.steps_per_epoch
         for r in results:
             r.seconds = 0.0
         clock = time.perf_counter()
-        for epoch in range(self.epochs):
-            if not self.members:
-                break
+        while self.members:
             k = len(self.members)
             order = torch.stack(
                 [torch.randperm(self.n_train, generator=m.generator) for m in self.members]
             ).to(dev)
-            first = epoch * self.steps_per_epoch
-            lrs = self.lr_table[:, first : first + self.steps_per_epoch]
+            firsts = [m.epoch * spe for m in self.members]
+            if len(set(firsts)) == 1:
+                lrs = self.lr_table[:, firsts[0] : firsts[0] + spe]
+                moms = self.mom_table[:, firsts[0] : firsts[0] + spe]
+            else:  # members that joined at different times are at different epochs of their own
+                cols = torch.tensor(firsts)[:, None] + torch.arange(spe)
+                lrs, moms = self.lr_table.gather(1, cols), self.mom_table.gather(1, cols)
             lr_dev = lrs.to(device=dev, dtype=torch.float32)
-            mom_dev = self.mom_table[:, first : first + self.steps_per_epoch].to(
-                device=dev, dtype=torch.float32
-            )
-            step_losses = torch.empty(self.steps_per_epoch, k, device=dev)
+            mom_dev = moms.to(device=dev, dtype=torch.float32)
+            step_losses = torch.empty(spe, k, device=dev)
             # Each member's epoch of data in its own order, gathered once: batches are then plain slices.
             x_epoch, y_epoch = x_train[order], y_train[order]
-            for i in range(self.steps_per_epoch):
+            for i in range(spe):
                 rows = slice(i * self.batch_size, (i + 1) * self.batch_size)
                 loss = mean_loss(self.forward(x_epoch[:, rows]), y_epoch[:, rows])
                 loss.sum().backward()  # member k's loss depends on member k's weights only
@@ -438,37 +548,51 @@ class Population:
             for row, m in enumerate(self.members):
                 r = m.result
                 r.lrs.extend(lr_lists[row])
-                r.epochs_run = epoch + 1
+                r.epochs_run = m.epoch + 1
                 if not finite_l[row] or not math.isfinite(val_loss_l[row]):
                     if bad_steps is None:
                         bad_steps = (~torch.isfinite(step_losses)).cpu()
                     bad = bad_steps[:, row].nonzero()
                     r.diverged = True
-                    r.diverged_step = first + (int(bad[0]) if len(bad) else self.steps_per_epoch - 1)
+                    r.diverged_step = firsts[row] + (int(bad[0]) if len(bad) else spe - 1)
                     continue
                 r.train_loss.append(train_l[row])
                 r.val_loss.append(val_loss_l[row])
                 r.val_accuracy.append(val_acc_l[row])
-                metrics = EpochMetrics(epoch, train_l[row], val_loss_l[row], val_acc_l[row])
+                metrics = EpochMetrics(m.epoch, train_l[row], val_loss_l[row], val_acc_l[row])
                 if on_epoch is not None and on_epoch(m.index, metrics):
                     r.stopped_early = True
                 keep.append(row)
-            self._step_live_schedules(epoch, val_loss_l)
-            last_epoch = epoch == self.epochs - 1
-            done = [row for row in keep if last_epoch or self.members[row].result.stopped_early]
+            self._step_live_schedules(val_loss_l)
+            done = [
+                row
+                for row in keep
+                if self.members[row].epoch == self.epochs - 1 or self.members[row].result.stopped_early
+            ]
             if done:
                 self._finish(done)
-            going = set(keep) - set(done)
+            for m in self.members:
+                m.epoch += 1
+            going = sorted(set(keep) - set(done))
             ended = [m for row, m in enumerate(self.members) if row not in going]
             share = (time.perf_counter() - clock) / k
             for m in self.members:
                 m.result.seconds += share
-            keep = sorted(going)
-            if len(keep) < len(self.members) and not last_epoch:  # at the end all stay (member_weights)
-                self._keep(keep)
             if on_done is not None:
                 for m in ended:
                     on_done(m.index, m.result)
+            joiners = refill(capacity - len(going)) if refill is not None and len(going) < capacity else ()
+            if len(joiners) > capacity - len(going):
+                raise ValueError(f"{len(joiners)} members cannot join {capacity - len(going)} free places")
+            if not going and not joiners:
+                break  # the last members stay (member_weights)
+            if len(going) < len(self.members):
+                self._keep(going)
+            if joiners:
+                self.add(joiners)
+                results += [m.result for m in self.members[len(going) :]]
+                for r in results[-len(joiners) :]:
+                    r.seconds = 0.0
             clock = time.perf_counter()  # the callbacks' time is the caller's, not training's
         return results
 

@@ -472,20 +472,39 @@ def _run(
             on_trial(frozen)
 
     deadline = time.monotonic() + cfg.optuna.timeout if cfg.optuna.timeout else math.inf
+    # The population refills (new trials take the places of members that end) where all trials can share
+    # one population: one optimizer (architecture, batch size and epochs are the study's own).
+    refills = cfg.training.engine == "population" and len(cfg.training.optimizer) == 1
+
+    def wanted(free: int) -> int:
+        """Trials to start now, at most ``free``: what the study still needs, counting every live worker's
+        running trials (this one's too: those whose results are final count until they are told)."""
+        if time.monotonic() >= deadline or failures >= cfg.optuna.max_failures:
+            return 0
+        need = target - _counted(study)
+        sampler = study.sampler
+        if need <= 0 or (isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study)):
+            return 0
+        running = sum(
+            worker_alive(t.user_attrs.get("worker")) is not False
+            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        )
+        return max(0, min(free, need - running))
+
+    def more(free: int) -> int:
+        nonlocal best
+        if parent.done():
+            _store_parent(study, parent)
+        best = _best_value(study)  # this worker's and every other's so far
+        return wanted(free)
+
     try:
         while time.monotonic() < deadline:
-            running_elsewhere = sum(
-                worker_alive(t.user_attrs.get("worker")) is not False
-                for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            )
-            if _counted(study) + running_elsewhere >= target:
+            k = wanted(batch)
+            if k <= 0:
                 break
-            sampler = study.sampler
-            if isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study):
-                break
-            k = min(batch, target - _counted(study) - running_elsewhere)
-            best = _best_value(study)  # this worker's and every other's so far
-            _run_batch(cfg, study, tracker, task, steps_per_epoch, me, k, show)
+            best = _best_value(study)
+            _Round(cfg, study, tracker, steps_per_epoch, me, show).run(task, k, more if refills else None)
             if parent.done():
                 _store_parent(study, parent)
             if failures >= cfg.optuna.max_failures:
@@ -511,9 +530,10 @@ def _store_parent(study: optuna.Study, parent: Any) -> None:
 
 
 def population_size(cfg: StudyConfig, task: Task, target: int) -> int:
-    """Trials asked and trained at once. The reference engine trains one at a time. The population engine
-    takes the study's setting, or else what fits the device, but no more than an eighth of the study, so
-    that the sampler learns from at least eight rounds of results."""
+    """Trials trained at once: a population's places. The reference engine trains one at a time. The
+    population engine takes the study's setting, or else what fits the device, but no more than an eighth
+    of the study, so that most trials are sampled knowing the results of many others (a refilled
+    population asks a trial whenever a place frees; the first places are filled before any result)."""
     if cfg.training.engine != "population":
         return 1
     if cfg.training.population_size:
@@ -569,136 +589,173 @@ def _ask(cfg: StudyConfig, study: optuna.Study, k: int) -> list[optuna.Trial]:
     return asked
 
 
-def _run_batch(
-    cfg: StudyConfig,
-    study: optuna.Study,
-    tracker: Any,
-    task: Task,
-    steps_per_epoch: int,
-    me: str,
-    k: int,
-    on_told: Callable[[optuna.trial.FrozenTrial], None],
-) -> None:
-    """Ask k trials, train them (one population, or one by one with the reference engine), tell them,
-    each told trial handed to ``on_told`` (progress) at once.
+class _Round:
+    """The trials this worker trains together: one population (or, with the reference engine, one trial).
 
-    A trial is told, and its MLflow writes submitted, as soon as its result is final and the writer has
-    created the batch's runs (their ids go on the trials first): a pruned member's writes then overlap the
-    others' training rather than queue behind the whole batch. Training never waits for the writer."""
-    from bench.population import proxy_schedule
+    Trials are asked at the start and, where the population refills, whenever members end; each is sampled,
+    its schedule built, its MLflow run created in the writer (the ids come back while it trains), then
+    trained and told. A trial is told, and its MLflow writes submitted, as soon as its result is final and
+    the writer has created its run (the id goes on the trial first): a pruned member's writes then overlap
+    the others' training rather than queue behind the whole population. Training never waits for the
+    writer."""
 
-    asked = _ask(cfg, study, k)
-    started: list[tuple[optuna.Trial, TrialSpec]] = []
-    built: list[ProxySchedule] = []  # each started trial's schedule, built once and trained with
-    told: set[int] = set()  # trial numbers
-    runs = None
-    run_ids: list[str] = []
-    ready: list[tuple[int, TrialResult | BaseException]] = []  # results waiting for the run ids
+    def __init__(
+        self,
+        cfg: StudyConfig,
+        study: optuna.Study,
+        tracker: Any,
+        steps_per_epoch: int,
+        me: str,
+        on_told: Callable[[optuna.trial.FrozenTrial], None],
+    ):
+        self.cfg, self.study, self.tracker = cfg, study, tracker
+        self.steps_per_epoch, self.me, self.on_told = steps_per_epoch, me, on_told
+        self.asked: list[optuna.Trial] = []
+        self.started: list[tuple[optuna.Trial, TrialSpec]] = []
+        self.built: list[ProxySchedule] = []  # each started trial's schedule, built once and trained with
+        self.hooks: list[Callable[[EpochMetrics], bool]] = []
+        self.runs: list[tuple[Any, int]] = []  # each started trial's run-id future and its place in it
+        self.named: set[int] = set()  # futures whose run ids are on their trials
+        self.told: set[int] = set()  # trial numbers
+        self.ready: list[tuple[int, TrialResult | BaseException]] = []  # results waiting for their run ids
 
-    def conclude(i: int, result: TrialResult | BaseException) -> None:
-        ready.append((i, result))
-        tell_ready(wait=False)
+    def start(self, k: int) -> list[int]:
+        """Ask k trials and start them: their indices in ``started`` (a trial whose arguments fail fails
+        alone, at once)."""
+        from bench.population import proxy_schedule
 
-    def tell_ready(wait: bool) -> None:
-        if not ready:
-            return
-        if not run_ids:
-            assert runs is not None
-            if not wait and not runs.done():
-                return
-            run_ids.extend(runs.result())
-            for (trial, _), run_id in zip(started, run_ids, strict=True):
-                trial.set_user_attr("mlflow_run_id", run_id)
-        while ready:
-            j, outcome = ready.pop(0)
-            trial, spec = started[j]
-            if isinstance(outcome, BaseException):
-                frozen = _fail(study, tracker, trial, run_ids[j], _message(outcome), "FAIL")
-            else:
-                frozen = _finish(cfg, study, tracker, trial, spec, run_ids[j], outcome)
-            told.add(trial.number)
-            on_told(frozen)
-
-    try:
-        for trial in asked:
-            trial.set_user_attr("worker", me)
+        new: list[int] = []
+        for trial in _ask(self.cfg, self.study, k):
+            self.asked.append(trial)
+            trial.set_user_attr("worker", self.me)
             try:
-                spec = sample(trial, cfg, steps_per_epoch)
+                spec = sample(trial, self.cfg, self.steps_per_epoch)
                 # Built here, so that bad arguments fail this trial alone, not the population.
-                schedule = proxy_schedule(train_config(cfg, spec), steps_per_epoch)
+                schedule = proxy_schedule(train_config(self.cfg, spec), self.steps_per_epoch)
             except Exception as exc:  # this trial's own problem: it fails alone
-                frozen = _fail(study, tracker, trial, None, _message(exc), "FAIL")
-                told.add(trial.number)
-                on_told(frozen)
+                self._told(_fail(self.study, self.tracker, trial, None, _message(exc), "FAIL"))
                 continue
-            started.append((trial, spec))
-            built.append(schedule)
-        # The trials' MLflow runs are created in the writer process while they train.
-        runs = tracker.start_trials(cfg.name, [(t.number, s.scheduler) for t, s in started])
-        results = _train(cfg, task, started, built, conclude)
-        waiting = {j for j, _ in ready}
-        ready += [
-            (i, result)
-            for i, result in enumerate(results)
-            if started[i][0].number not in told and i not in waiting  # failures
-        ]
-        tell_ready(wait=True)
-    except KeyboardInterrupt:
-        with contextlib.suppress(KeyboardInterrupt):
-            tell_ready(wait=True)  # the results that were final before the interrupt
-        ids = runs.result() if runs is not None else []
-        for trial in asked:
-            if trial.number not in told:
-                run_id = next((r for (t, _), r in zip(started, ids, strict=False) if t is trial), None)
-                _fail(study, tracker, trial, run_id, "interrupted by the user", "KILLED")
-        raise
+            new.append(len(self.started))
+            self.started.append((trial, spec))
+            self.built.append(schedule)
+            self.hooks.append(_reporter(self.cfg, trial))
+        if new:
+            # The trials' MLflow runs are created in the writer process while they train.
+            future = self.tracker.start_trials(
+                self.cfg.name, [(self.started[i][0].number, self.started[i][1].scheduler) for i in new]
+            )
+            self.runs += [(future, place) for place in range(len(new))]
+        return new
+
+    def conclude(self, i: int, result: TrialResult | BaseException) -> None:
+        self.ready.append((i, result))
+        self.tell_ready(wait=False)
+
+    def tell_ready(self, wait: bool) -> None:
+        waiting = []
+        for i, outcome in self.ready:
+            run_id = self._run_id(i, wait)
+            if run_id is None:
+                waiting.append((i, outcome))
+                continue
+            trial, spec = self.started[i]
+            if isinstance(outcome, BaseException):
+                self._told(_fail(self.study, self.tracker, trial, run_id, _message(outcome), "FAIL"))
+            else:
+                self._told(_finish(self.cfg, self.study, self.tracker, trial, spec, run_id, outcome))
+        self.ready = waiting
+
+    def _run_id(self, i: int, wait: bool) -> str | None:
+        future, place = self.runs[i]
+        if not wait and not future.done():
+            return None
+        ids = future.result()
+        if id(future) not in self.named:
+            self.named.add(id(future))
+            for (trial, _), (f, j) in zip(self.started, self.runs, strict=True):
+                if f is future:
+                    trial.set_user_attr("mlflow_run_id", ids[j])
+        return str(ids[place])
+
+    def _told(self, frozen: optuna.trial.FrozenTrial) -> None:
+        self.told.add(frozen.number)
+        self.on_told(frozen)
+
+    def run(self, task: Task, k: int, more: Callable[[int], int] | None) -> None:
+        """Start k trials, train them, tell them. ``more(free)``: how many trials to start in the places of
+        members that ended (the population engine, one optimizer); None: none join."""
+        try:
+            self.start(k)
+            results = _train(self.cfg, task, self, more)
+            waiting = {i for i, _ in self.ready}
+            self.ready += [
+                (i, result)
+                for i, result in enumerate(results)
+                if self.started[i][0].number not in self.told and i not in waiting  # failures
+            ]
+            self.tell_ready(wait=True)
+        except KeyboardInterrupt:
+            with contextlib.suppress(KeyboardInterrupt):
+                self.tell_ready(wait=True)  # the results that were final before the interrupt
+            for trial in self.asked:
+                if trial.number not in self.told:
+                    i = next((j for j, (t, _) in enumerate(self.started) if t is trial), None)
+                    run_id = self._run_id(i, wait=True) if i is not None else None
+                    _fail(self.study, self.tracker, trial, run_id, "interrupted by the user", "KILLED")
+            raise
 
 
 def _train(
-    cfg: StudyConfig,
-    task: Task,
-    started: list[tuple[optuna.Trial, TrialSpec]],
-    built: list[ProxySchedule],
-    on_done: Callable[[int, TrialResult], None],
+    cfg: StudyConfig, task: Task, rnd: _Round, more: Callable[[int], int] | None
 ) -> list[TrialResult | Exception]:
-    """Train the started trials; an exception is returned in the place of the trial it belongs to.
-    ``on_done(i, result)`` is called for each trial whose training ended with a result, as it ends. The
-    population engine trains on the schedules built when the trials started; the reference trainer builds
-    its own optimizer and scheduler."""
-    if not started:
+    """Train the round's started trials; an exception is returned in the place of the trial it belongs to.
+    Each trial whose training ended with a result is concluded (told) as it ends. The population engine
+    trains on the schedules built when the trials started and, given ``more``, takes new trials in the
+    places of members that ended; the reference trainer builds its own optimizer and scheduler."""
+    if not rnd.started:
         return []
     from bench.engine import train
-    from bench.population import train_population
+    from bench.population import Joiner, Population, train_population
 
-    hooks = [_reporter(cfg, trial) for trial, _ in started]
-    cfgs = [train_config(cfg, spec) for _, spec in started]
+    cfgs = [train_config(cfg, spec) for _, spec in rnd.started]
     if cfg.training.engine == "population":
-        storing: list[Exception] = []
+        own: list[Exception] = []  # the study's own bookkeeping failed: that stops the study
 
         def done(i: int, result: TrialResult) -> None:
             try:
-                on_done(i, result)
+                rnd.conclude(i, result)
             except Exception as exc:
-                storing.append(exc)
+                own.append(exc)
                 raise
 
-        try:
-            return list(
-                train_population(task, cfgs, on_epoch=lambda i, m: hooks[i](m), built=built, on_done=done)
-            )
-        except Exception as exc:  # an error that is no single trial's: the batch fails, the study goes on
-            if storing:  # except where storing a result failed: that stops the study, as for one trial
+        def refill(free: int) -> list[Joiner]:
+            try:
+                new = rnd.start(n) if more is not None and (n := more(free)) > 0 else []
+            except Exception as exc:
+                own.append(exc)
                 raise
-            return [exc for _ in started]
-    out: list[TrialResult | Exception] = []
-    for i, (c, hook) in enumerate(zip(cfgs, hooks, strict=True)):
+            return [(i, train_config(cfg, rnd.started[i][1]), rnd.built[i]) for i in new]
+
+        def hook(i: int, m: EpochMetrics) -> bool:
+            return rnd.hooks[i](m)
+
         try:
-            result = train(task, c, on_epoch=hook)
+            if more is None:  # one population per group of trials that can share one
+                return list(train_population(task, cfgs, on_epoch=hook, built=rnd.built, on_done=done))
+            return list(Population(task, cfgs, rnd.built).train(hook, done, refill))
+        except Exception as exc:  # an error that is no single trial's: the round fails, the study goes on
+            if own:
+                raise
+            return [exc for _ in rnd.started]
+    out: list[TrialResult | Exception] = []
+    for i, (c, hook_i) in enumerate(zip(cfgs, rnd.hooks, strict=True)):
+        try:
+            result = train(task, c, on_epoch=hook_i)
         except Exception as exc:  # one trial's error never loses the others
             out.append(exc)
             continue
         out.append(result)
-        on_done(i, result)
+        rnd.conclude(i, result)
     return out
 
 

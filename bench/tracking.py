@@ -486,9 +486,10 @@ class AsyncTracker:
     def start_trials(self, study: str, trials: Sequence[tuple[int, str]]) -> Any:
         """Submitted, not waited for: returns the future of the trials' run ids.
 
-        After the second batch's runs, the writer imports what the end-of-study figure needs (0.6 s here):
-        then it has written the first batch and has nothing to do until the second one has trained. Any
-        earlier, the study waits for it (for the first runs, or the second)."""
+        After the second group of runs (early in a study: the first trials to end make room for it), the
+        writer imports what the end-of-study figure needs (0.6 s here), so that the figure does not wait for
+        it at the end; runs asked for meanwhile wait, training never does. Any earlier, the first runs
+        would wait for it, and with them the first trials' results."""
         future = self.submit("start_trials", study, trials)
         self._batches += 1
         if self._batches == 2:

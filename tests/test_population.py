@@ -68,6 +68,79 @@ def test_members_match_the_reference_trainer(breast_cancer: Task, optimizer: str
         assert got.test_accuracy == pytest.approx(ref.test_accuracy, abs=1 / len(task.y_test) + 1e-9)
 
 
+# A population of four where two members stop early (after their epochs 0 and 1) and two join in their
+# places, and so train at epochs of their own, with optimizer step counts of their own.
+STARTERS = ("ReduceLROnPlateau", "StepLR", "CosineAnnealingLR", "OneCycleLR")
+JOINERS = ("ReduceLROnPlateau", "warmup_cosine")
+
+
+@pytest.mark.parametrize("cycle_momentum", [False, True], ids=["torch-adam", "beta1-per-step"])
+@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
+def test_members_that_join_later_match_the_reference_trainer(
+    breast_cancer: Task, optimizer: str, cycle_momentum: bool
+) -> None:
+    """Refill: every member, the ones that joined in the places of stopped ones included, matches the
+    reference trainer run alone with its settings (and stopped at the same epoch): identical LR at every
+    step, weights within 1e-5. With cycle_momentum, Adam's beta1 varies by step (the update written out
+    over the member axis); without, torch's own Adam with a step count per cohort."""
+    lr = LRS[optimizer]
+
+    def cfg(name: str, seed: int) -> TrainConfig:
+        args: dict[str, object] = dict(PLATEAU) if name == "ReduceLROnPlateau" else {}
+        if name == "OneCycleLR":
+            args["cycle_momentum"] = cycle_momentum
+        return TrainConfig(
+            scheduler=name,
+            scheduler_args=args,
+            optimizer=optimizer,
+            lr=lr,
+            weight_decay=1e-3,
+            epochs=3,
+            seed=seed,
+        )
+
+    cfgs = [cfg(name, 200 + i) for i, name in enumerate(STARTERS)]
+    joiners = [cfg(name, 300 + i) for i, name in enumerate(JOINERS)]
+    stop_at = {0: 0, 1: 1}  # member index -> its epoch after which it stops
+    weights: dict[int, list[torch.Tensor]] = {}
+    joined_at: dict[int, int] = {}
+    calls: list[int] = []
+    pop = Population(breast_cancer, cfgs)
+
+    def hook(i: int, m: object) -> bool:
+        return stop_at.get(i) == m.epoch  # type: ignore[attr-defined]
+
+    def done(i: int, r: object) -> None:
+        weights[i] = [t.clone() for t in pop.member_weights(i)]
+
+    def refill(free: int) -> list[tuple[int, TrainConfig, None]]:
+        calls.append(free)
+        if len(calls) > len(joiners):
+            return []
+        j = len(calls) - 1
+        joined_at[len(cfgs) + j] = len(calls)
+        return [(len(cfgs) + j, joiners[j], None)]
+
+    results = pop.train(hook, done, refill)
+    assert calls[:2] == [1, 1] and sorted(joined_at.values()) == [1, 2]
+    assert len(results) == len(cfgs) + len(joiners) and set(weights) == set(range(len(results)))
+    for i, (c, got) in enumerate(zip(cfgs + joiners, results, strict=True)):
+        stop = stop_at.get(i)
+        ref = train(breast_cancer, c, on_epoch=(lambda m, s=stop: m.epoch == s), keep_model=True)
+        assert got.lrs == ref.lrs, (i, c.scheduler)
+        assert got.epochs_run == ref.epochs_run == (3 if stop is None else stop + 1)
+        assert ref.model is not None
+        for mine, theirs in zip(weights[i], [p.detach() for p in ref.model.parameters()], strict=True):
+            assert _max_rel(mine, theirs) <= 1e-5, (i, c.scheduler, _max_rel(mine, theirs))
+        assert got.val_loss == pytest.approx(ref.val_loss, rel=1e-4)
+
+
+def test_a_joiner_of_another_group_is_refused(tiny_task: Task) -> None:
+    pop = Population(tiny_task, [TrainConfig(optimizer="sgd", lr=0.05, epochs=2, seed=1)])
+    with pytest.raises(ValueError, match="cannot join"):
+        pop.add([(1, TrainConfig(optimizer="sgd", lr=0.05, epochs=2, batch_size=16, seed=2), None)])
+
+
 def test_lr_curves_match_over_a_longer_run_with_plateau_reductions(tiny_task: Task) -> None:
     cfgs = _cfgs("sgd", epochs=12, lr=0.05)
     results = train_population(tiny_task, cfgs)

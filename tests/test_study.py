@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import optuna
 import pandas as pd
 import pytest
 import yaml
@@ -307,6 +308,53 @@ def test_progress_lines_give_the_best_value_as_the_trial_value(capsys: pytest.Ca
     lines = capsys.readouterr().err.splitlines()
     assert lines[0].startswith("[0/3] trial 0 StepLR: FAIL boom  best -  ")
     assert lines[1].startswith("[1/3] trial 1 StepLR: COMPLETE val_loss=0.0600  best 0.0600  ")
+
+
+def test_new_trials_take_the_places_of_trials_that_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The population refills: a trial that ends (here: diverges at once) frees its place for a new trial,
+    asked then, with the results told so far; one population trains the whole study, and the study stops
+    at n_trials exactly."""
+    from bench import population
+    from bench.tracking import AsyncTracker
+
+    # A trial is told once the writer has created its run: here at once, so that the order of tells and
+    # asks does not depend on the writer's speed.
+    start_trials = AsyncTracker.start_trials
+
+    def runs_ready(self: AsyncTracker, *args: Any) -> Any:
+        future = start_trials(self, *args)
+        future.result()
+        return future
+
+    monkeypatch.setattr(AsyncTracker, "start_trials", runs_ready)
+    built: list[int] = []
+    real_init = population.Population.__init__
+
+    def counting_init(self: Any, task: Any, cfgs: Any, *args: Any) -> None:
+        built.append(len(cfgs))
+        real_init(self, task, cfgs, *args)
+
+    monkeypatch.setattr(population.Population, "__init__", counting_init)
+    path = write_study(
+        tmp_path,
+        training__optimizer="sgd",
+        training__lr={"low": 1.0e-3, "high": 1.0e4},
+        training__population_size=3,
+        training__epochs=3,
+        schedulers=["constant"],
+        optuna__n_trials=10,
+    )
+    assert main(["study", str(path), "--output", str(tmp_path)]) == 0
+    trials = optuna.load_study(
+        study_name="smoke", storage=open_storage(str(tmp_path / "optuna.journal"))
+    ).trials
+    assert len(trials) == 10 and all(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
+    assert any(t.user_attrs.get("failure", "").startswith("diverged") for t in trials)
+    assert built == [3]  # one population of three places for all ten trials
+    first_told = min(t.datetime_complete for t in trials if t.datetime_complete)
+    assert sum(t.datetime_start > first_told for t in trials) >= 7  # asked after results came in
 
 
 def test_progress_shows_each_trial_as_it_is_told(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
