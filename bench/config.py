@@ -364,7 +364,7 @@ def parse(raw: Any, source: str = "<study>") -> StudyConfig:
 
 def load(path: str | Path) -> StudyConfig:
     """Read and validate a study file, including its data (one clear line on any problem)."""
-    from bench.data import load_frame
+    from bench.data import check
 
     path = Path(path)
     if not path.is_file():
@@ -383,7 +383,7 @@ def load(path: str | Path) -> StudyConfig:
         if candidate.is_file():
             cfg = dataclasses.replace(cfg, task=dataclasses.replace(cfg.task, csv=str(candidate)))
     try:
-        load_frame(cfg.task)
+        check(cfg.task)
     except UserError as exc:
         raise UserError(f"task: {exc}") from None
     return cfg

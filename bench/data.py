@@ -3,11 +3,24 @@
 Built-in datasets: ``breast_cancer`` (data/breast-cancer.csv, the reference task), scikit-learn's bundled
 ``wine``, ``digits`` and ``iris``, and ``synthetic`` (``make_classification``). Any CSV works too: a path,
 a target column, an optional label mapping and columns to drop. Bad data is a :class:`UserError`.
+
+A prepared split (the arrays a Task is made of) is cached on disk, keyed by everything it is made from:
+the data config, the data file's bytes (or the scikit-learn version for its bundled and synthetic data),
+and this module's source. A later load of the same data skips pandas and scikit-learn (about a second to
+import here). ``LRBENCH_CACHE`` names the folder (default ``$XDG_CACHE_HOME/lrbench`` or
+``~/.cache/lrbench``); ``LRBENCH_CACHE=off`` turns the cache off.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import importlib
+import importlib.metadata
+import json
+import os
+import tempfile
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,9 +213,32 @@ def load_frame(cfg: DataConfig) -> tuple[pd.DataFrame, pd.Series]:
     return x, y
 
 
+def check(cfg: DataConfig) -> None:
+    """Raise :class:`UserError` if the data cannot be loaded as configured (a cached split was)."""
+    if _cached(cfg) is None:
+        load_frame(cfg)
+
+
 def load_task(cfg: DataConfig, device: torch.device | str = "cpu") -> Task:
     """Split (stratified, from ``split_seed``), scale on train only, and move to the device once."""
     import torch
+
+    arrays = _cached(cfg)
+    if arrays is None:
+        arrays = _prepare(cfg)
+        _store(cfg, arrays)
+
+    def tensors(part: str) -> tuple[torch.Tensor, torch.Tensor]:
+        xs = torch.as_tensor(arrays[f"x_{part}"], dtype=torch.float32, device=device)
+        ys = torch.as_tensor(arrays[f"y_{part}"], dtype=torch.int64, device=device)
+        return xs, ys
+
+    classes = [str(c) for c in arrays["classes"]]
+    return Task(cfg.name, *tensors("train"), *tensors("val"), *tensors("test"), classes=classes)
+
+
+def _prepare(cfg: DataConfig) -> dict[str, np.ndarray]:
+    """The split and scaled arrays of a Task, from the data: features float32, labels int64."""
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import StandardScaler
 
@@ -216,10 +252,78 @@ def load_task(cfg: DataConfig, device: torch.device | str = "cpu") -> Task:
         rest, test_size=cfg.val_size / (1 - cfg.test_size), random_state=cfg.split_seed, stratify=codes[rest]
     )
     scaler = StandardScaler().fit(features[train])
+    arrays = {"classes": np.array([str(c) for c in classes])}
+    for part, rows in (("train", train), ("val", val), ("test", test)):
+        arrays[f"x_{part}"] = scaler.transform(features[rows]).astype(np.float32)
+        arrays[f"y_{part}"] = codes[rows].astype(np.int64)
+    return arrays
 
-    def tensors(rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        xs = torch.as_tensor(scaler.transform(features[rows]), dtype=torch.float32, device=device)
-        ys = torch.as_tensor(codes[rows], dtype=torch.int64, device=device)
-        return xs, ys
 
-    return Task(cfg.name, *tensors(train), *tensors(val), *tensors(test), classes=[str(c) for c in classes])
+# --- the prepared-split cache ------------------------------------------------------------------------
+
+
+def _cache_dir() -> Path | None:
+    setting = os.environ.get("LRBENCH_CACHE", "")
+    if setting.lower() == "off":
+        return None
+    if setting:
+        return Path(setting)
+    try:
+        return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lrbench"
+    except RuntimeError:  # no home folder to be found: no cache
+        return None
+
+
+def _cache_path(cfg: DataConfig) -> Path | None:
+    """The cache file of a data config: its name is a hash of everything the arrays are made from."""
+    folder = _cache_dir()
+    if folder is None:
+        return None
+    key = hashlib.sha256(Path(__file__).read_bytes())
+    key.update(json.dumps(dataclasses.asdict(cfg), sort_keys=True, default=str).encode())
+    source = (
+        Path(cfg.csv)
+        if cfg.csv
+        else DATA_DIR / "breast-cancer.csv"
+        if cfg.dataset == "breast_cancer"
+        else None
+    )
+    if source is not None:
+        try:
+            key.update(source.read_bytes())
+        except OSError:
+            return None  # not cached: loading it says what is wrong
+    else:
+        key.update(importlib.metadata.version("scikit-learn").encode())
+    return folder / f"split-{cfg.name}-{key.hexdigest()[:32]}.npz"
+
+
+def _cached(cfg: DataConfig) -> dict[str, np.ndarray] | None:
+    path = _cache_path(cfg)
+    if path is None or not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            return {name: stored[name] for name in stored.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return None  # unreadable: prepared again, and stored again
+
+
+def _store(cfg: DataConfig, arrays: dict[str, np.ndarray]) -> None:
+    """Written whole or not at all (a temporary file renamed into place), so that processes that load the
+    same data at once never read half a file; a cache that cannot be written is skipped."""
+    path = _cache_path(cfg)
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".split-", suffix=".npz")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, allow_pickle=False, **arrays)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except OSError:
+        pass

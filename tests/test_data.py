@@ -104,3 +104,79 @@ def test_bad_csv_is_a_one_line_user_error(
 def test_unknown_dataset() -> None:
     with pytest.raises(UserError, match="unknown dataset 'mnist'; choose one of: breast_cancer"):
         load_task(DataConfig(dataset="mnist"))
+
+
+# --- the prepared-split cache ----------------------------------------------------------------------------
+
+
+def _same_task(a: object, b: object) -> bool:
+    parts = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+    return all(torch.equal(getattr(a, p), getattr(b, p)) for p in parts) and a.classes == b.classes  # type: ignore[attr-defined]
+
+
+def test_a_prepared_split_is_cached_and_read_back_identical(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bench import data
+
+    monkeypatch.setenv("LRBENCH_CACHE", str(tmp_path))
+    cfg = DataConfig(dataset="breast_cancer", split_seed=5)
+    fresh = load_task(cfg)
+    assert len(list(tmp_path.glob("split-breast_cancer-*.npz"))) == 1
+
+    def no_preparing(cfg: DataConfig) -> None:
+        raise AssertionError("prepared again instead of read from the cache")
+
+    monkeypatch.setattr(data, "_prepare", no_preparing)
+    assert _same_task(load_task(cfg), fresh)
+    data.check(cfg)  # a study definition's data check is answered by the cache too
+
+
+def test_the_cache_follows_the_data_and_the_split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LRBENCH_CACHE", str(tmp_path / "cache"))
+    csv = tmp_path / "d.csv"
+    frame = pd.read_csv(DATA_DIR / "breast-cancer.csv").drop(columns=["id"])
+    frame.to_csv(csv, index=False)
+    cfg = DataConfig(dataset=None, csv=str(csv), target="diagnosis", label_map={"B": 0, "M": 1})
+    before = load_task(cfg)
+    frame.loc[:, "radius_mean"] = frame["radius_mean"] ** 2  # (a scale alone would standardise away)
+    frame.to_csv(csv, index=False)
+    after = load_task(cfg)
+    assert not torch.equal(before.x_train, after.x_train)  # the new bytes, not the cached split
+    other = load_task(
+        DataConfig(dataset=None, csv=str(csv), target="diagnosis", label_map={"B": 0, "M": 1}, split_seed=3)
+    )
+    assert not torch.equal(after.y_train, other.y_train)
+    assert len(list((tmp_path / "cache").glob("split-*.npz"))) == 3
+
+
+def test_an_unreadable_cache_file_is_prepared_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LRBENCH_CACHE", str(tmp_path))
+    cfg = DataConfig(dataset="iris")
+    fresh = load_task(cfg)
+    (stored,) = tmp_path.glob("split-*.npz")
+    stored.write_bytes(b"not a zip file")
+    assert _same_task(load_task(cfg), fresh)
+    assert stored.read_bytes()[:2] == b"PK"  # written again, whole
+
+
+def test_the_cache_can_be_turned_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LRBENCH_CACHE", "off")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    load_task(DataConfig(dataset="iris"))
+    assert not any(tmp_path.rglob("*"))
+
+
+def test_a_cached_task_loads_without_pandas_or_scikit_learn(data_cache: Path) -> None:
+    """What the cache is for: a study process that finds its split cached imports neither (about a second
+    here), neither for checking its definition nor for loading its data."""
+    load_task(DataConfig(dataset="breast_cancer"))  # cached in the suite's cache, if it was not already
+    code = (
+        "import sys; from bench import config; from bench.data import load_task; "
+        f"cfg = config.load({str(ROOT / 'studies' / 'breast_cancer.yaml')!r}); load_task(cfg.task); "
+        "print(sorted({'pandas', 'sklearn'} & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
