@@ -188,6 +188,7 @@ class Population:
         self.steps_per_epoch = math.ceil(self.n_train / self.batch_size)
         self.total_steps = self.epochs * self.steps_per_epoch
         self.batch_weights = batch_weights(self.n_train, self.batch_size, self.device)
+        self.binary = output_size(task.n_classes) == 1
         self.state: dict[str, torch.Tensor] = {}
         # Adam's tensors as one view per cohort's rows (see _update), made when first needed.
         self._blocks: list[list[torch.Tensor]] | None = None
@@ -505,6 +506,7 @@ class Population:
         among the members that trained in it (the members' seconds add up to the population's)."""
         results = [m.result for m in self.members]
         capacity = len(self.members)
+        self.ones = torch.ones(capacity, device=self.device)  # d(sum of the members' losses) / d(each)
         x_train, y_train = self.task.x_train, self.task.y_train
         dev = self.device
         spe = self.steps_per_epoch
@@ -523,18 +525,23 @@ class Population:
             else:  # members that joined at different times are at different epochs of their own
                 cols = torch.tensor(firsts)[:, None] + torch.arange(spe)
                 lrs, moms = self.lr_table.gather(1, cols), self.mom_table.gather(1, cols)
-            lr_dev = lrs.to(device=dev, dtype=torch.float32)
-            mom_dev = moms.to(device=dev, dtype=torch.float32)
-            step_losses = torch.empty(spe, k, device=dev)
+            # The epoch's LRs, momenta and batches, each split into its steps in one operation (a step costs
+            # per operation at small K: about 5 % of an epoch at K=13 against slicing step by step).
+            lr_steps = lrs.to(device=dev, dtype=torch.float32).unbind(1)
+            mom_steps = moms.to(device=dev, dtype=torch.float32).unbind(1)
             # Each member's epoch of data in its own order, gathered once: batches are then plain slices.
-            x_epoch, y_epoch = x_train[order], y_train[order]
+            y_epoch = y_train[order]
+            if self.binary:
+                y_epoch = y_epoch.to(torch.float32)  # the binary loss's labels, converted once an epoch
+            x_batches, y_batches = x_train[order].split(self.batch_size, 1), y_epoch.split(self.batch_size, 1)
+            losses = []
             for i in range(spe):
-                rows = slice(i * self.batch_size, (i + 1) * self.batch_size)
-                loss = mean_loss(self.forward(x_epoch[:, rows]), y_epoch[:, rows])
-                loss.sum().backward()  # member k's loss depends on member k's weights only
-                self._update(lr_dev[:, i], mom_dev[:, i])
+                loss = mean_loss(self.forward(x_batches[i]), y_batches[i])
+                loss.backward(self.ones[:k])  # member k's loss depends on member k's weights only
+                self._update(lr_steps[i], mom_steps[i])
                 self.grad.zero_()
-                step_losses[i] = loss.detach()
+                losses.append(loss.detach())
+            step_losses = torch.stack(losses)
 
             # One host sync per epoch: divergence, train / validation metrics.
             finite = torch.isfinite(step_losses).all(0)
