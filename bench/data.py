@@ -262,7 +262,8 @@ def _prepare(cfg: DataConfig) -> dict[str, np.ndarray]:
 # --- the prepared-split cache ------------------------------------------------------------------------
 
 
-def _cache_dir() -> Path | None:
+def cache_dir() -> Path | None:
+    """lrbench's cache folder on this machine (None: off)."""
     setting = os.environ.get("LRBENCH_CACHE", "")
     if setting.lower() == "off":
         return None
@@ -276,7 +277,7 @@ def _cache_dir() -> Path | None:
 
 def _cache_path(cfg: DataConfig) -> Path | None:
     """The cache file of a data config: its name is a hash of everything the arrays are made from."""
-    folder = _cache_dir()
+    folder = cache_dir()
     if folder is None:
         return None
     key = hashlib.sha256(Path(__file__).read_bytes())

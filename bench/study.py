@@ -730,6 +730,10 @@ def _train(
 
         def refill(free: int) -> list[Joiner]:
             try:
+                # Every trial that has ended is told before new ones are asked (waiting, if it must, for the
+                # writer to create their runs): what the sampler knows at each ask, and so the study, does
+                # not depend on the writer's speed.
+                rnd.tell_ready(wait=True)
                 new = rnd.start(n) if more is not None and (n := more(free)) > 0 else []
             except Exception as exc:
                 own.append(exc)
@@ -737,6 +741,7 @@ def _train(
             return [(i, train_config(cfg, rnd.started[i][1]), rnd.built[i]) for i in new]
 
         def hook(i: int, m: EpochMetrics) -> bool:
+            rnd.tracker.pump()  # finished trials' writes go to the writer when it has no runs to create
             return rnd.hooks[i](m)
 
         try:
@@ -749,8 +754,13 @@ def _train(
             return [exc for _ in rnd.started]
     out: list[TrialResult | Exception] = []
     for i, (c, hook_i) in enumerate(zip(cfgs, rnd.hooks, strict=True)):
+
+        def pumped(m: EpochMetrics, hook_i: Callable[[EpochMetrics], bool] = hook_i) -> bool:
+            rnd.tracker.pump()
+            return hook_i(m)
+
         try:
-            result = train(task, c, on_epoch=hook_i)
+            result = train(task, c, on_epoch=pumped)
         except Exception as exc:  # one trial's error never loses the others
             out.append(exc)
             continue

@@ -138,6 +138,47 @@ def _one_at_a_time(tracking_uri: str) -> Iterator[None]:
         os.close(fd)  # and the lock with it
 
 
+def _new_store_from_template(tracking_uri: str) -> None:
+    """A new embedded store starts as a copy of an empty one that this MLflow version made once per machine
+    (in the cache of :mod:`bench.data`): MLflow creates a store's tables by running its schema migrations
+    one by one, 1.1 s here on every new store, and a study's first results wait for its runs. The template
+    has no Default experiment: MLflow adds it on opening the copy, with the copy's own artifact folder.
+    Without a cache folder, MLflow creates the tables as ever."""
+    import shutil
+    import sqlite3
+    import tempfile
+
+    import mlflow
+
+    from bench.data import cache_dir
+
+    path = Path(tracking_uri.removeprefix("sqlite:///"))
+    folder = cache_dir()
+    if not tracking_uri.startswith("sqlite:///") or path.exists() or folder is None:
+        return
+    template = folder / f"mlflow-{mlflow.__version__}-empty.db"
+    try:
+        if not template.is_file():
+            from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=folder) as tmp:
+                db = Path(tmp) / "empty.db"
+                store = SqlAlchemyStore(f"sqlite:///{db}", str(Path(tmp) / "artifacts"))
+                store.engine.dispose()
+                with contextlib.closing(sqlite3.connect(db)) as con, con:
+                    con.execute("DELETE FROM experiments WHERE experiment_id = 0")
+                os.replace(db, template)  # whole or not at all, for other processes
+        tmp_copy = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # made as MLflow would make the file
+        try:
+            shutil.copyfile(template, tmp_copy)
+            os.replace(tmp_copy, path)
+        finally:
+            Path(tmp_copy).unlink(missing_ok=True)
+    except (OSError, sqlite3.Error):
+        return  # MLflow creates the tables itself
+
+
 def release_sqlite() -> None:
     """Close this process's connections to the tuned SQLite stores (none may be in use): the last one to
     close writes the write-ahead log into the database file and removes it, so a finished study leaves one
@@ -166,6 +207,7 @@ class Tracker:
         _quiet()
         _tune_sqlite(tracking_uri)
         with _one_at_a_time(tracking_uri):
+            _new_store_from_template(tracking_uri)
             self.client = MlflowClient(tracking_uri=tracking_uri)  # creates a new store's tables
             found = self.client.get_experiment_by_name(experiment)
             if found is None:
@@ -451,7 +493,15 @@ class AsyncTracker:
 
     A trial's final write is first spooled to a file under ``spool_dir`` and the file is removed once MLflow
     has it: a process killed before its writer caught up loses nothing, and the next run of the study
-    replays the spool (:meth:`replay_spool`)."""
+    replays the spool (:meth:`replay_spool`).
+
+    Creating trials' runs goes first: finished trials' writes (and the figure's imports) wait in this
+    process while the writer has runs to create, and then go to it a few at a time (:meth:`pump`). The
+    study waits for a trial's run before it tells the trial, and tells every trial that ended before it
+    asks new ones; behind a queue of other trials' writes, a run would keep it waiting."""
+
+    # Deferred writes in the writer's queue at once: a run asked for waits behind at most these.
+    IN_FLIGHT = 2
 
     def __init__(self, tracking_uri: str, experiment: str, spool_dir: Path):
         global _PRESTARTED
@@ -459,7 +509,33 @@ class AsyncTracker:
         self._pool, _PRESTARTED = _PRESTARTED or _writer_pool(), None
         self._pending: list[Any] = []
         self._batches = 0
+        self._starts: list[Any] = []  # futures of runs being created
+        self._deferred: list[tuple[Any, tuple[Any, ...]]] = []  # (fn, args) waiting for no run creation
+        self._deferring: list[Any] = []  # futures of deferred writes handed to the writer
         self._submit(_connect, tracking_uri, experiment)
+
+    def pump(self) -> None:
+        """Hand deferred writes to the writer while no run is being created, a few at a time; cheap when
+        there is nothing to do (the study calls it every epoch)."""
+        if not self._deferred:
+            return
+        self._starts = [f for f in self._starts if not f.done()]
+        if self._starts:
+            return
+        self._deferring = [f for f in self._deferring if not f.done()]
+        while self._deferred and len(self._deferring) < self.IN_FLIGHT:
+            fn, args = self._deferred.pop(0)
+            self._deferring.append(self._submit(fn, *args))
+
+    def _defer(self, fn: Any, *args: Any) -> None:
+        self._deferred.append((fn, args))
+        self.pump()
+
+    def _submit_deferred(self) -> None:
+        """Everything deferred, now (before a write that must come after them, and at the end)."""
+        deferred, self._deferred = self._deferred, []
+        for fn, args in deferred:
+            self._submit(fn, *args)
 
     def submit(self, method: str, *args: Any, spooled: Path | None = None) -> Any:
         """Run a Tracker method in the writer; returns its future."""
@@ -491,9 +567,10 @@ class AsyncTracker:
         it at the end; runs asked for meanwhile wait, training never does. Any earlier, the first runs
         would wait for it, and with them the first trials' results."""
         future = self.submit("start_trials", study, trials)
+        self._starts.append(future)
         self._batches += 1
         if self._batches == 2:
-            self._submit(_warm_figure_imports)
+            self._defer(_warm_figure_imports)
         return future
 
     def finish_trial(
@@ -516,7 +593,7 @@ class AsyncTracker:
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(pickle.dumps(record))
         tmp.replace(path)
-        self.submit("finish_trial", *record, spooled=path)
+        self._defer(_call, "finish_trial", record, str(path))
 
     def replay_spool(self) -> int:
         """Send what a killed process had spooled but not written (in the background: the writer takes
@@ -538,10 +615,12 @@ class AsyncTracker:
 
     def close_parent(self, status: str) -> None:
         """Submitted after every trial's writes (the writer takes calls in order); not waited for."""
+        self._submit_deferred()
         self.submit("close_parent", status)
 
     def flush(self) -> None:
-        """Wait for every submitted write; the first error is raised."""
+        """Wait for every write, deferred ones too; the first error is raised."""
+        self._submit_deferred()
         pending, self._pending = self._pending, []
         for future in pending:
             future.result()

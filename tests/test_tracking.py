@@ -88,11 +88,18 @@ def test_replaying_a_trial_mlflow_already_has_adds_no_points(
     assert not list(spool.iterdir())
 
 
-def test_workers_that_start_together_share_a_new_local_store(tmp_path: Path) -> None:
-    """Two workers of one study starting at once on a new embedded store: one creates MLflow's tables and
-    the experiment, the other finds them (without the lock, one of them failed creating the tables)."""
+@pytest.mark.parametrize("cache", ["off", "suite"])
+def test_workers_that_start_together_share_a_new_local_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache: str
+) -> None:
+    """Two workers of one study starting at once on a new embedded store: one creates MLflow's tables (or
+    copies the template) and the experiment, the other finds them (without the lock, one of them failed
+    creating the tables)."""
     import subprocess
     import sys
+
+    if cache == "off":
+        monkeypatch.setenv("LRBENCH_CACHE", "off")
 
     uri = f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}"
     code = (
@@ -154,3 +161,52 @@ def test_a_local_store_is_written_in_wal_mode_and_closed_into_one_file(tmp_path:
     tracker.close()
     assert tracker.client.get_run(tracker.parent_id).data.params == {"n_trials": "1"}
     tracker.close()
+
+
+def _schema(db: Path) -> list[tuple[str, str, list[str]]]:
+    """Every table's and index's definition, its lines in order (MLflow's migrations write a table's
+    constraints in an order that changes from process to process)."""
+    import sqlite3
+
+    with sqlite3.connect(db) as con:
+        rows = con.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall()
+    return [
+        (kind, name, sorted(line.strip().rstrip(",") for line in (sql or "").splitlines()))
+        for kind, name, sql in rows
+    ]
+
+
+def test_a_new_local_store_is_a_copy_of_a_template_made_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first new store on a machine makes the template (MLflow's own tables, without its Default
+    experiment); later ones copy it instead of running MLflow's migrations, and are the store MLflow makes."""
+    import mlflow.store.db.utils
+
+    monkeypatch.setenv("LRBENCH_CACHE", str(tmp_path / "cache"))
+    first = Tracker(f"sqlite:///{tmp_path / 'a' / 'mlflow.db'}", "study")
+    first.close()
+    assert (tmp_path / "cache" / f"mlflow-{mlflow.__version__}-empty.db").is_file()
+
+    def no_migrations(engine: object) -> None:
+        raise AssertionError("MLflow created the tables: the template was not used")
+
+    monkeypatch.setattr(mlflow.store.db.utils, "_initialize_tables", no_migrations)
+    copied = Tracker(f"sqlite:///{tmp_path / 'b' / 'mlflow.db'}", "study")
+    copied.open_parent("study", None, {})
+    run_id = copied.start_trial("study", 0, "StepLR")
+    copied.close()
+    monkeypatch.undo()
+    monkeypatch.setenv("LRBENCH_CACHE", "off")
+    made = Tracker(f"sqlite:///{tmp_path / 'c' / 'mlflow.db'}", "study")  # by MLflow, as without a cache
+    made.close()
+    assert _schema(tmp_path / "b" / "mlflow.db") == _schema(tmp_path / "c" / "mlflow.db")
+    from mlflow import MlflowClient
+
+    def experiments(folder: str) -> list[tuple[str, str]]:
+        client = MlflowClient(f"sqlite:///{tmp_path / folder / 'mlflow.db'}")
+        return sorted((e.experiment_id, e.name) for e in client.search_experiments())
+
+    assert experiments("b") == experiments("c") == [("0", "Default"), ("1", "study")]
+    assert MlflowClient(f"sqlite:///{tmp_path / 'b' / 'mlflow.db'}").get_run(run_id).info.run_name
+    assert not list((tmp_path / "b").glob(".mlflow.db.*"))  # the copy was renamed into place
