@@ -357,6 +357,58 @@ def test_new_trials_take_the_places_of_trials_that_end(
     assert sum(t.datetime_start > first_told for t in trials) >= 7  # asked after results came in
 
 
+class _SlowRuns:
+    """A run-id future that says it is not done until it is waited for: a writer always behind."""
+
+    def __init__(self, future: Any):
+        self.future = future
+
+    def done(self) -> bool:
+        return False
+
+    def result(self) -> Any:
+        return self.future.result()
+
+
+def test_a_refilled_study_is_reproducible(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same study on new outputs samples and trains the same trials whether the writer creates runs at
+    once or is always behind: trials that end are told before new ones are asked."""
+    from bench.tracking import AsyncTracker
+
+    path = write_study(
+        tmp_path,
+        training__optimizer="adam",
+        training__lr={"low": 1.0e-3, "high": 1.0},
+        training__population_size=3,
+        training__epochs=6,
+        schedulers=["constant", "StepLR", "OneCycleLR"],
+        optuna__sampler="tpe",
+        optuna__pruner="median",
+        optuna__n_trials=12,
+    )
+    start_trials = AsyncTracker.start_trials
+    writers = {
+        "at-once": lambda self, *args: (f := start_trials(self, *args), f.result())[0],
+        "behind": lambda self, *args: _SlowRuns(start_trials(self, *args)),
+    }
+    seen = []
+    for name, writer in writers.items():
+        monkeypatch.setattr(AsyncTracker, "start_trials", writer)
+        assert main(["study", str(path), "--output", str(tmp_path / name)]) == 0
+        storage = open_storage(str(tmp_path / name / "optuna.journal"))
+        trials = optuna.load_study(study_name="smoke", storage=storage).trials
+        seen.append(
+            [
+                (t.number, t.state.name, t.params, t.value, t.user_attrs["result"]["epochs_run"])
+                for t in trials
+            ]
+        )
+    assert seen[0] == seen[1]
+    assert (
+        len(seen[0]) == 12 and sum(state != "COMPLETE" for _, state, *_ in seen[0]) >= 1
+    )  # some ended early
+
+
 def test_progress_shows_each_trial_as_it_is_told(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A population's diverged members are told, and shown, while the rest of it still trains; the best
     shown is the best of the trials shown so far."""
