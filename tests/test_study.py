@@ -310,6 +310,21 @@ def test_progress_lines_give_the_best_value_as_the_trial_value(capsys: pytest.Ca
     assert lines[1].startswith("[1/3] trial 1 StepLR: COMPLETE val_loss=0.0600  best 0.0600  ")
 
 
+def _runs_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer creates trials' runs before training goes on: a trial is told (it needs its run) in the
+    epoch it ends, whatever the writer's speed."""
+    from bench.tracking import AsyncTracker
+
+    start_trials = AsyncTracker.start_trials
+
+    def at_once(self: AsyncTracker, *args: Any) -> Any:
+        future = start_trials(self, *args)
+        future.result()
+        return future
+
+    monkeypatch.setattr(AsyncTracker, "start_trials", at_once)
+
+
 def test_new_trials_take_the_places_of_trials_that_end(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -317,18 +332,8 @@ def test_new_trials_take_the_places_of_trials_that_end(
     asked then, with the results told so far; one population trains the whole study, and the study stops
     at n_trials exactly."""
     from bench import population
-    from bench.tracking import AsyncTracker
 
-    # A trial is told once the writer has created its run: here at once, so that the order of tells and
-    # asks does not depend on the writer's speed.
-    start_trials = AsyncTracker.start_trials
-
-    def runs_ready(self: AsyncTracker, *args: Any) -> Any:
-        future = start_trials(self, *args)
-        future.result()
-        return future
-
-    monkeypatch.setattr(AsyncTracker, "start_trials", runs_ready)
+    _runs_at_once(monkeypatch)
     built: list[int] = []
     real_init = population.Population.__init__
 
@@ -387,13 +392,14 @@ def test_a_refilled_study_is_reproducible(tmp_path: Path, monkeypatch: pytest.Mo
         optuna__n_trials=12,
     )
     start_trials = AsyncTracker.start_trials
-    writers = {
-        "at-once": lambda self, *args: (f := start_trials(self, *args), f.result())[0],
-        "behind": lambda self, *args: _SlowRuns(start_trials(self, *args)),
-    }
     seen = []
-    for name, writer in writers.items():
-        monkeypatch.setattr(AsyncTracker, "start_trials", writer)
+    for name in ("at-once", "behind"):
+        if name == "at-once":
+            _runs_at_once(monkeypatch)
+        else:
+            monkeypatch.setattr(
+                AsyncTracker, "start_trials", lambda self, *a: _SlowRuns(start_trials(self, *a))
+            )
         assert main(["study", str(path), "--output", str(tmp_path / name)]) == 0
         storage = open_storage(str(tmp_path / name / "optuna.journal"))
         trials = optuna.load_study(study_name="smoke", storage=storage).trials
@@ -413,18 +419,8 @@ def test_progress_shows_each_trial_as_it_is_told(tmp_path: Path, monkeypatch: py
     """A population's diverged members are told, and shown, while the rest of it still trains; the best
     shown is the best of the trials shown so far."""
     from bench import study as study_module
-    from bench.tracking import AsyncTracker
 
-    # A trial is told once the writer has created the batch's runs: here before training starts, so that
-    # when it happens does not depend on the writer's speed.
-    start_trials = AsyncTracker.start_trials
-
-    def runs_ready(self: AsyncTracker, *args: Any) -> Any:
-        future = start_trials(self, *args)
-        future.result()
-        return future
-
-    monkeypatch.setattr(AsyncTracker, "start_trials", runs_ready)
+    _runs_at_once(monkeypatch)
     training = [False]
     real = study_module._train
 
