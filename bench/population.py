@@ -190,7 +190,7 @@ class Population:
         self.batch_weights = batch_weights(self.n_train, self.batch_size, self.device)
         self.binary = output_size(task.n_classes) == 1
         self.state: dict[str, torch.Tensor] = {}
-        # Adam's tensors as one view per cohort's rows (see _update), made when first needed.
+        # Adam's tensors as a view per cohort's rows, and the cohorts' steps (see _update), made when needed.
         self._blocks: list[list[torch.Tensor]] | None = None
         self.members: list[_Member] = []
         flat, lr_rows, mom_rows = self._build(list(enumerate(cfgs)), built or [None] * len(cfgs), cohort=0)
@@ -430,10 +430,11 @@ class Population:
             # written out over the member axis (below, for a beta1 that varies by step). Members that
             # joined at different times are different tensors to it (row blocks), each with its own step.
             direction = state["direction"]
-            if self._blocks is None:  # views of each cohort's rows, made once for as long as they hold
+            if self._blocks is None:  # views of each cohort's rows and its step, made once while they hold
                 blocks = [slice(first, end) for _, first, end in cohorts]
                 self._blocks = [[t[b] for b in blocks] for t in (direction, self.grad, exp_avg, exp_avg_sq)]
-            directions, grads, exp_avgs, exp_avg_sqs = self._blocks
+                self._blocks.append([self._step_tensors[c] for c, _, _ in cohorts])
+            directions, grads, exp_avgs, exp_avg_sqs, steps = self._blocks
             if grad is not self.grad:  # Adam's L2 term made a new gradient
                 grads = [grad[first:end] for _, first, end in cohorts]
             adam(
@@ -442,7 +443,7 @@ class Population:
                 exp_avgs,
                 exp_avg_sqs,
                 [],
-                [self._step_tensors[c] for c, _, _ in cohorts],
+                steps,
                 fused=self._fused,
                 amsgrad=False,
                 beta1=ADAM_BETAS[0],
@@ -463,8 +464,8 @@ class Population:
             bias_correction1 = 1 - mom_k**step
             bias_correction2_sqrt: float | torch.Tensor = math.sqrt(1 - beta2**step)
         else:
-            steps = [self._steps[c] for c, first, end in cohorts for _ in range(first, end)]
-            step_k = torch.tensor(steps, dtype=torch.float64)[:, None]
+            counts = [self._steps[c] for c, first, end in cohorts for _ in range(first, end)]
+            step_k = torch.tensor(counts, dtype=torch.float64)[:, None]
             bias_correction1 = 1 - mom_k ** step_k.to(device=p.device, dtype=p.dtype)
             bias_correction2_sqrt = (1 - beta2**step_k).sqrt().to(device=p.device, dtype=p.dtype)
         denom = exp_avg_sq.sqrt().div_(bias_correction2_sqrt).add_(ADAM_EPS)

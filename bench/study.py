@@ -9,6 +9,7 @@ engine, reports every epoch's validation metric for pruning, and records everyth
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -681,6 +682,20 @@ class _Round:
         self.told.add(frozen.number)
         self.on_told(frozen)
 
+    def epoch(self, i: int, metrics: EpochMetrics) -> bool:
+        """Trial i's epoch ended: report it (True: prune it). Finished trials' writes go to the writer now if
+        it has no runs to create."""
+        self.tracker.pump()
+        return self.hooks[i](metrics)
+
+    def refill(self, free: int, more: Callable[[int], int]) -> list[int]:
+        """Start at most ``free`` trials in the places of ended ones, ``more(free)`` of them. Every trial
+        that has ended is told first (waiting, if it must, for the writer to create their runs): what the
+        sampler knows at each ask, and so the study, does not depend on the writer's speed."""
+        self.tell_ready(wait=True)
+        n = more(free)
+        return self.start(n) if n > 0 else []
+
     def run(self, task: Task, k: int, more: Callable[[int], int] | None) -> None:
         """Start k trials, train them, tell them. ``more(free)``: how many trials to start in the places of
         members that ended (the population engine, one optimizer); None: none join."""
@@ -729,38 +744,26 @@ def _train(
                 raise
 
         def refill(free: int) -> list[Joiner]:
+            assert more is not None
             try:
-                # Every trial that has ended is told before new ones are asked (waiting, if it must, for the
-                # writer to create their runs): what the sampler knows at each ask, and so the study, does
-                # not depend on the writer's speed.
-                rnd.tell_ready(wait=True)
-                new = rnd.start(n) if more is not None and (n := more(free)) > 0 else []
+                new = rnd.refill(free, more)
             except Exception as exc:
                 own.append(exc)
                 raise
             return [(i, train_config(cfg, rnd.started[i][1]), rnd.built[i]) for i in new]
 
-        def hook(i: int, m: EpochMetrics) -> bool:
-            rnd.tracker.pump()  # finished trials' writes go to the writer when it has no runs to create
-            return rnd.hooks[i](m)
-
         try:
             if more is None:  # one population per group of trials that can share one
-                return list(train_population(task, cfgs, on_epoch=hook, built=rnd.built, on_done=done))
-            return list(Population(task, cfgs, rnd.built).train(hook, done, refill))
+                return list(train_population(task, cfgs, on_epoch=rnd.epoch, built=rnd.built, on_done=done))
+            return list(Population(task, cfgs, rnd.built).train(rnd.epoch, done, refill))
         except Exception as exc:  # an error that is no single trial's: the round fails, the study goes on
             if own:
                 raise
             return [exc for _ in rnd.started]
     out: list[TrialResult | Exception] = []
-    for i, (c, hook_i) in enumerate(zip(cfgs, rnd.hooks, strict=True)):
-
-        def pumped(m: EpochMetrics, hook_i: Callable[[EpochMetrics], bool] = hook_i) -> bool:
-            rnd.tracker.pump()
-            return hook_i(m)
-
+    for i, c in enumerate(cfgs):
         try:
-            result = train(task, c, on_epoch=pumped)
+            result = train(task, c, on_epoch=functools.partial(rnd.epoch, i))
         except Exception as exc:  # one trial's error never loses the others
             out.append(exc)
             continue
