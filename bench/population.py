@@ -531,10 +531,13 @@ class Population:
             lr_steps = lrs.to(device=dev, dtype=torch.float32).unbind(1)
             mom_steps = moms.to(device=dev, dtype=torch.float32).unbind(1)
             # Each member's epoch of data in its own order, gathered once: batches are then plain slices.
-            y_epoch = y_train[order]
+            # (index_select with the flattened order: 0.4 ms at K=256 against 3.2 ms for x_train[order], medians.)
+            flat_order = order.view(-1)
+            y_epoch = y_train.index_select(0, flat_order).view(k, -1)
             if self.binary:
                 y_epoch = y_epoch.to(torch.float32)  # the binary loss's labels, converted once an epoch
-            x_batches, y_batches = x_train[order].split(self.batch_size, 1), y_epoch.split(self.batch_size, 1)
+            x_epoch = x_train.index_select(0, flat_order).view(k, self.n_train, -1)
+            x_batches, y_batches = x_epoch.split(self.batch_size, 1), y_epoch.split(self.batch_size, 1)
             losses = []
             for i in range(spe):
                 loss = mean_loss(self.forward(x_batches[i]), y_batches[i])
