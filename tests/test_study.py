@@ -714,6 +714,82 @@ def test_journal_file_skips_fsync_for_reports_alone(tmp_path: Path, monkeypatch:
     assert got.value == 0.2 and got.user_attrs == {"worker": "me"}
 
 
+def test_journal_file_holds_reports_until_the_next_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reports wait in memory for the process's next other write (then go first, in order), or for
+    FLUSH_AFTER; the trial's own pruning check sees them at once."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from bench.study import JournalFile
+
+    path = tmp_path / "optuna.journal"
+    study = optuna.create_study(
+        study_name="j", storage=open_storage(str(path)), pruner=optuna.pruners.ThresholdPruner(upper=1.0)
+    )
+
+    def seen() -> list[optuna.trial.FrozenTrial]:  # what another process reads, with Optuna's own backend
+        return optuna.load_study(study_name="j", storage=JournalStorage(JournalFileBackend(str(path)))).trials
+
+    first, second = study.ask(), study.ask()
+    size = path.stat().st_size
+    first.report(0.5, 0)
+    second.report(2.0, 0)
+    assert second.should_prune() and not first.should_prune()  # decided on the values held in memory
+    assert path.stat().st_size == size and all(t.intermediate_values == {} for t in seen())
+    first.report(0.25, 1)
+    study.tell(first, 0.25)  # the next write: the held reports go first, then the tell
+    by_number = {t.number: t for t in seen()}
+    assert by_number[0].intermediate_values == {0: 0.5, 1: 0.25} and by_number[0].value == 0.25
+    assert by_number[1].intermediate_values == {0: 2.0}
+    assert study.trials[0].intermediate_values == {0: 0.5, 1: 0.25}  # this process reads them back too
+
+    second.report(1.5, 1)
+    monkeypatch.setattr(JournalFile, "FLUSH_AFTER", 0.0)  # held long enough: the next report writes them
+    second.report(1.25, 2)
+    assert {t.number: t for t in seen()}[1].intermediate_values == {0: 2.0, 1: 1.5, 2: 1.25}
+
+
+def test_journal_file_flush_writes_what_it_holds(tmp_path: Path) -> None:
+    from bench.study import JournalFile
+
+    path = tmp_path / "optuna.journal"
+    journal = JournalFile(str(path))
+    journal.append_logs([{"op_code": 0, "worker_id": "w", "study_name": "s", "directions": [1]}])
+    report = {"op_code": 7, "worker_id": "w", "trial_id": 0, "step": 0, "intermediate_value": 1.0}
+    journal.append_logs([report])
+    assert [log["op_code"] for log in JournalFile(str(path)).read_logs(0)] == [0]
+    journal.flush()  # also at exit (atexit)
+    assert [log.get("intermediate_value") for log in JournalFile(str(path)).read_logs(0)] == [None, 1.0]
+
+
+def test_journal_file_reads_the_file_again_only_when_it_grew(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Optuna reads the journal back after each write and before each read of a trial: when the file has
+    not grown since the last read, a stat answers; a trial another process adds is seen at once."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    path = tmp_path / "optuna.journal"
+    study = optuna.create_study(study_name="j", storage=open_storage(str(path)))
+    study.tell(study.ask(), 1.0)
+    reads: list[int] = []
+    real = JournalFileBackend.read_logs
+    monkeypatch.setattr(JournalFileBackend, "read_logs", lambda self, n: reads.append(n) or real(self, n))
+    for _ in range(3):
+        assert len(study.get_trials(deepcopy=False)) == 1
+    assert reads == []
+    other = optuna.load_study(study_name="j", storage=JournalStorage(JournalFileBackend(str(path))))
+    other.tell(other.ask(), 2.0)
+    reads.clear()
+    assert [t.value for t in study.get_trials(deepcopy=False)] == [1.0, 2.0]
+    assert reads
+
+
 def test_ui_prints_the_address_of_the_study_runs_once_the_server_answers(
     smoke_run: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
