@@ -790,6 +790,31 @@ def test_journal_file_reads_the_file_again_only_when_it_grew(
     assert reads
 
 
+def test_two_workers_at_once_share_the_journal(tmp_path: Path) -> None:
+    """Two `lrbench study` processes run one study at the same time, each holding its reports and reading
+    the other's writes: together they reach the total, and every trial has each epoch's report, the last
+    and the best matching its stored result (read back with Optuna's own backend)."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    out = tmp_path / "out"
+    argv = [*LRBENCH, "study", str(SMOKE), "--output", str(out), "--n-trials", "40"]
+    procs = [subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]
+    procs.append(subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+    storage = JournalStorage(JournalFileBackend(str(out / "optuna.journal")))
+    trials = optuna.load_study(study_name="smoke", storage=storage).trials
+    assert len(trials) == 40 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert len({t.user_attrs["worker"] for t in trials}) == 2
+    for t in trials:
+        result = t.user_attrs["result"]
+        assert sorted(t.intermediate_values) == [0, 1, 2, 3]
+        assert t.intermediate_values[3] == result["final_val_accuracy"]
+        assert max(t.intermediate_values.values()) == result["best_val_accuracy"]
+
+
 def test_ui_prints_the_address_of_the_study_runs_once_the_server_answers(
     smoke_run: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
