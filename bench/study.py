@@ -68,8 +68,8 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
 class JournalFile(BaseJournalBackend):
     """Optuna's journal file, with one change to how intermediate values (a trial's per-epoch report, the
     most frequent write of a study) are written: they are held in memory and written with the process's
-    next other write (a tell, an attribute, a new trial), in the order they came, or on their own once the
-    oldest has waited ``FLUSH_AFTER`` seconds, and without an fsync. Every other write is Optuna's own, fsync
+    next other write (a tell, an attribute, a new trial), in the order they came, or with the first report
+    that comes once the oldest has waited ``FLUSH_AFTER`` seconds, and without an fsync. Every other write is Optuna's own, fsync
     included, and it makes what was written before it durable too.
 
     Optuna reads the file back after each write and before each read of a trial; here a stat answers when
@@ -79,9 +79,10 @@ class JournalFile(BaseJournalBackend):
     trials). Nothing this process decides changes: a trial keeps its own reported values (its pruning check
     reads them there), and the pruners compare with finished trials (median), whose reports are written
     before their end, or with rung values kept as trial attributes (successive halving, hyperband), which
-    are written at once. A killed process loses the last second of reports of its running trials, which are
-    failed and re-run like any trial of a dead worker. Same file, same format, same lock: other processes
-    read and write it with Optuna's own backend, and see a running trial's reports at most a second late."""
+    are written at once. A killed process loses the reports it held (the last second's, or the last epoch's
+    when an epoch takes longer) of its running trials, which are failed and re-run like any trial of a dead
+    worker. Same file, same format, same lock: other processes read and write it with Optuna's own backend,
+    and see a running trial's reports up to a second late (an epoch, when epochs take longer)."""
 
     FLUSH_AFTER = 1.0
 
