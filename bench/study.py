@@ -69,8 +69,8 @@ class JournalFile(BaseJournalBackend):
     """Optuna's journal file, with one change to how intermediate values (a trial's per-epoch report, the
     most frequent write of a study) are written: they are held in memory and written with the process's
     next other write (a tell, an attribute, a new trial), in the order they came, or with the first report
-    that comes once the oldest has waited ``FLUSH_AFTER`` seconds, and without an fsync. Every other write is Optuna's own, fsync
-    included, and it makes what was written before it durable too.
+    that comes once the oldest has waited ``FLUSH_AFTER`` seconds, and without an fsync. Every other write
+    is Optuna's own, fsync included, and it makes what was written before it durable too.
 
     Optuna reads the file back after each write and before each read of a trial; here a stat answers when
     the file has not grown since the last read. A report and its pruning check (13 running trials, 60
