@@ -109,7 +109,7 @@ class JournalFile(BaseJournalBackend):
         for log in self._file.read_logs(log_number_from):
             n += 1
             yield log
-        self._read_to = (n, size)  # at least `size` bytes held these n logs: a larger file is read again
+        self._read_to = (n, size)  # the file had `size` bytes before these n were read: same size, none new
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
         with self._mutex:
@@ -120,8 +120,8 @@ class JournalFile(BaseJournalBackend):
                 if time.monotonic() - self._held_since >= self.FLUSH_AFTER:
                     self._write_held()
                 return
-            held, self._held = self._held, []
-            self._file.append_logs(held + logs)
+            self._file.append_logs(self._held + logs)
+            self._held = []  # once written: a write that fails keeps them for the next
 
     def flush(self) -> None:
         """Write the intermediate values held in memory now."""
@@ -132,13 +132,13 @@ class JournalFile(BaseJournalBackend):
         if not self._held:
             return
         text = "".join(json.dumps(log, separators=(",", ":")) + "\n" for log in self._held)
-        self._held = []
         self._lock.acquire()
         try:
             with open(self._path, "ab") as f:
                 f.write(text.encode("utf-8"))
         finally:
             self._lock.release()
+        self._held = []
 
 
 # --- who runs a trial (to tell a dead process's trials from a live one's) ---------------------------------

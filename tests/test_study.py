@@ -765,6 +765,32 @@ def test_journal_file_flush_writes_what_it_holds(tmp_path: Path) -> None:
     assert [log.get("intermediate_value") for log in JournalFile(str(path)).read_logs(0)] == [None, 1.0]
 
 
+def test_journal_file_keeps_held_reports_when_a_write_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from optuna.storages.journal import JournalFileBackend
+
+    from bench.study import JournalFile
+
+    path = tmp_path / "optuna.journal"
+    journal = JournalFile(str(path))
+    journal.append_logs([{"op_code": 0, "worker_id": "w", "study_name": "s", "directions": [1]}])
+    report = {"op_code": 7, "worker_id": "w", "trial_id": 0, "step": 0, "intermediate_value": 1.0}
+    journal.append_logs([report])  # held
+    real = JournalFileBackend.append_logs
+
+    def fail(self: Any, logs: Any) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(JournalFileBackend, "append_logs", fail)
+    with pytest.raises(OSError):
+        journal.append_logs([{"op_code": 9, "worker_id": "w", "trial_id": 0, "key": "a", "value": 1}])
+    monkeypatch.setattr(JournalFileBackend, "append_logs", real)
+    journal.append_logs([{"op_code": 9, "worker_id": "w", "trial_id": 0, "key": "b", "value": 2}])
+    logs = list(JournalFile(str(path)).read_logs(0))
+    assert [(log["op_code"], log.get("key")) for log in logs] == [(0, None), (7, None), (9, "b")]
+
+
 def test_journal_file_reads_the_file_again_only_when_it_grew(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
