@@ -65,6 +65,12 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     return JournalStorage(JournalFile(str(path)))
 
 
+@atexit.register
+def _flush_journals() -> None:
+    for journal in list(_JOURNALS):
+        journal.flush()
+
+
 class JournalFile(BaseJournalBackend):
     """Optuna's journal file, with one change to how intermediate values (a trial's per-epoch report, the
     most frequent write of a study) are written: they are held in memory and written with the process's
@@ -94,8 +100,7 @@ class JournalFile(BaseJournalBackend):
         self._held_since = 0.0
         self._mutex = threading.Lock()
         self._read_to: tuple[int, int] | None = None  # (logs read, file size) when the last read ended
-        flush = weakref.WeakMethod(self.flush)
-        atexit.register(lambda: (f := flush()) is not None and f())
+        _JOURNALS.add(self)  # flushed at exit
 
     def read_logs(self, log_number_from: int) -> Iterable[dict[str, Any]]:
         # Nothing to read when the file has the size it had when the last read ended there (it only grows).
@@ -139,6 +144,9 @@ class JournalFile(BaseJournalBackend):
         finally:
             self._lock.release()
         self._held = []
+
+
+_JOURNALS: weakref.WeakSet[JournalFile] = weakref.WeakSet()  # this process's open journals
 
 
 # --- who runs a trial (to tell a dead process's trials from a live one's) ---------------------------------
@@ -463,6 +471,7 @@ def run_study(
         return _run(cfg, loc, study, tracker, task, steps_per_epoch, target, on_trial)
     finally:
         torch.set_num_threads(threads)  # a caller in the same process gets its threads back
+        _flush_journals()  # reports still held (a study that stopped on an error): the CLI exits by os._exit
         if own:
             tracker.close()
 

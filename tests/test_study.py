@@ -765,6 +765,41 @@ def test_journal_file_flush_writes_what_it_holds(tmp_path: Path) -> None:
     assert [log.get("intermediate_value") for log in JournalFile(str(path)).read_logs(0)] == [None, 1.0]
 
 
+def test_journal_file_writes_held_reports_at_exit(tmp_path: Path) -> None:
+    path = tmp_path / "optuna.journal"
+    script = (
+        "import sys, optuna; from bench.study import open_storage; "
+        "s = optuna.create_study(study_name='x', storage=open_storage(sys.argv[1])); "
+        "s.ask().report(0.5, 0)"  # held, and no other write follows
+    )
+    subprocess.run([sys.executable, "-c", script, str(path)], cwd=ROOT, check=True)
+    assert path.read_text().count('"intermediate_value":0.5') == 1
+
+
+def test_a_study_stopped_by_an_error_leaves_its_reports_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lrbench command exits without running exit handlers: a study that stops on an error writes the
+    reports its journal still holds before it ends."""
+    from bench import study as study_module
+
+    cfg = config.load(SMOKE)
+    loc = Locations.resolve(cfg, output=str(tmp_path / "out"))
+    real = study_module._Round.epoch
+    reported: list[int] = []
+
+    def epoch(self: Any, i: int, metrics: Any) -> bool:
+        if len(reported) == 5:
+            raise SystemExit("stopped")
+        reported.append(i)
+        return real(self, i, metrics)
+
+    monkeypatch.setattr(study_module._Round, "epoch", epoch)
+    with pytest.raises(SystemExit):
+        study_module.run_study(cfg, loc)
+    assert Path(loc.storage).read_text().count('"intermediate_value"') == 5
+
+
 def test_journal_file_keeps_held_reports_when_a_write_fails(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
