@@ -471,9 +471,11 @@ def run_study(
         return _run(cfg, loc, study, tracker, task, steps_per_epoch, target, on_trial)
     finally:
         torch.set_num_threads(threads)  # a caller in the same process gets its threads back
-        _flush_journals()  # reports still held (a study that stopped on an error): the CLI exits by os._exit
-        if own:
-            tracker.close()
+        try:
+            _flush_journals()  # reports still held (a study stopped by an error): the CLI exits by os._exit
+        finally:
+            if own:
+                tracker.close()
 
 
 def _leave_a_core_to_the_writer() -> None:
