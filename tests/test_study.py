@@ -860,8 +860,8 @@ def test_two_workers_at_once_share_the_journal(tmp_path: Path) -> None:
 
     out = tmp_path / "out"
     argv = [*LRBENCH, "study", str(SMOKE), "--output", str(out), "--n-trials", "40"]
-    procs = [subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]
-    procs.append(subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    pipe = subprocess.PIPE
+    procs = [subprocess.Popen(argv, cwd=ROOT, stdout=pipe, stderr=pipe, text=True) for _ in range(2)]
     for proc in procs:
         _, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err
