@@ -174,14 +174,20 @@ def _export(cfg: Any, loc: Any, tracker: Any, attach: bool) -> str:
         run_id = row["mlflow_run_id"]
         if isinstance(run_id, str) and run_id:
             runs[f"{fam['scheduler']} (#{row['number']})"] = run_id
+    missing: list[str] = []
     if runs:
         key = "val/accuracy" if metric == "val_accuracy" else "val/loss"
-        tracker.summary_figure(runs, key, metric, out_dir / "summary.png")
+        missing = tracker.summary_figure(runs, key, metric, out_dir / "summary.png")
         files.append(out_dir / "summary.png")
     if attach:
         tracker.log_parent_artifacts(files)
     lines = [report.terminal_table(board, table, metric), ""]
     lines += [f"wrote {f}" for f in files]
+    if missing:
+        lines.append(
+            f"  summary.png leaves out {', '.join(missing)}: no curves in MLflow yet (another worker is "
+            "still writing them); `lrbench export` draws it again"
+        )
     return "\n".join(lines)
 
 

@@ -150,12 +150,17 @@ def terminal_table(board: pd.DataFrame, table: pd.DataFrame, metric: str, top: i
 
 def summary_figure(
     curves: dict[str, tuple[list[tuple[int, float]], list[tuple[int, float]]]], metric: str, path: Path
-) -> None:
-    """The best trial of each family: LR curves overlaid (left) and their validation curves (right)."""
+) -> list[str]:
+    """The best trial of each family: LR curves overlaid (left) and their validation curves (right).
+    Returns the labels left out for want of an LR curve: with several workers, a trial another worker has
+    told may not have its curves in MLflow yet."""
     from bench.plots import plt
 
     fig, (ax_lr, ax_val) = plt.subplots(1, 2, figsize=(13, 5))
+    missing = [label for label, (lr_points, _) in curves.items() if not lr_points]
     for label, (lr_points, val_points) in curves.items():
+        if not lr_points:
+            continue
         line = ax_lr.plot(*zip(*lr_points, strict=True), label=label, linewidth=1.3)[0]
         if val_points:
             ax_val.plot(*zip(*val_points, strict=True), color=line.get_color(), label=label, linewidth=1.3)
@@ -167,10 +172,12 @@ def summary_figure(
     ax_val.set_title(f"{metric} per epoch", y=1.0, pad=6)
     for ax in (ax_lr, ax_val):
         ax.grid(alpha=0.3)
-    ax_val.legend(fontsize=7, ncol=2)
+    if len(missing) < len(curves):
+        ax_val.legend(fontsize=7, ncol=2)
     # Fixed margins that fit these labels: tight_layout would draw the figure once more to measure them
     # (0.7 s against 0.5 s for the whole figure here, the last thing a study waits for).
     fig.subplots_adjust(left=0.06, right=0.99, bottom=0.1, top=0.93, wspace=0.14)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return missing

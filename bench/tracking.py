@@ -346,15 +346,16 @@ class Tracker:
     def history(self, run_id: str, key: str) -> list[tuple[int, float]]:
         return [(m.step, m.value) for m in self.client.get_metric_history(run_id, key)]
 
-    def summary_figure(self, runs: Mapping[str, str], key: str, metric: str, path: Path) -> None:
+    def summary_figure(self, runs: Mapping[str, str], key: str, metric: str, path: Path) -> list[str]:
         """The study's summary figure from the runs' own curves (label -> run id): `lr` and `key`. Drawn
-        where the tracking store is open; a study's writer process has imported matplotlib while idle."""
+        where the tracking store is open; a study's writer process has imported matplotlib while idle.
+        Returns the labels of runs without curves yet (:func:`bench.report.summary_figure`)."""
         from bench.report import summary_figure
 
         curves = {
             label: (self.history(run_id, "lr"), self.history(run_id, key)) for label, run_id in runs.items()
         }
-        summary_figure(curves, metric, path)
+        return summary_figure(curves, metric, path)
 
 
 def _param(value: Any) -> str:

@@ -229,6 +229,37 @@ def test_leaderboards_load_and_export_reproduces_them(smoke_run: Path) -> None:
         assert (smoke_run / "smoke" / name).read_bytes() == content
 
 
+def test_summary_figure_leaves_out_runs_whose_curves_are_not_written_yet(
+    smoke_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With several workers, one may draw the figure while a trial another worker told still has no curves
+    in MLflow: the figure is drawn without it, and the output says so (here: one best run's metrics removed
+    from a copy of the store)."""
+    import shutil
+    import sqlite3
+
+    from bench.report import summary_figure
+
+    assert summary_figure({"a (#1)": ([], [])}, "val_loss", tmp_path / "none.png") == ["a (#1)"]
+    assert (tmp_path / "none.png").stat().st_size > 0
+
+    out = tmp_path / "out"
+    shutil.copytree(smoke_run, out)
+    board = pd.read_csv(out / "smoke" / "schedulers.csv")
+    leader = pd.read_csv(out / "smoke" / "leaderboard.csv")
+    number = int(board["best_trial"].iloc[0])
+    run_id = leader.loc[leader["number"] == number, "mlflow_run_id"].iloc[0]
+    with sqlite3.connect(out / "mlflow.db") as db:
+        db.execute("DELETE FROM metrics WHERE run_uuid = ?", (run_id,))
+        db.execute("DELETE FROM latest_metrics WHERE run_uuid = ?", (run_id,))
+    (out / "smoke" / "summary.png").unlink()
+    capsys.readouterr()
+    assert main(["export", str(SMOKE), "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"(#{number}): no curves in MLflow yet" in printed and "summary.png leaves out" in printed
+    assert (out / "smoke" / "summary.png").stat().st_size > 0
+
+
 def test_export_reads_the_stored_study_without_torch(smoke_run: Path) -> None:
     """Exporting, like reading a study's definition, does not import torch (2 s and more here)."""
     board = smoke_run / "smoke" / "leaderboard.csv"
