@@ -601,9 +601,7 @@ class Population:
                 self._keep(going)
             if joiners:
                 self.add(joiners)
-                results += [m.result for m in self.members[len(going) :]]
-                for r in results[-len(joiners) :]:
-                    r.seconds = 0.0
+                results += [m.result for m in self.members[len(going) :]]  # fresh: seconds 0
             clock = time.perf_counter()  # the callbacks' time is the caller's, not training's
         return results
 
