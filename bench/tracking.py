@@ -553,6 +553,9 @@ class AsyncTracker:
         return future
 
     def call(self, method: str, *args: Any) -> Any:
+        """Run a Tracker method in the writer and wait for its answer, after every write asked for before
+        it, deferred ones too (what it reads, a summary figure's curves, is written)."""
+        self._submit_deferred()
         return self.submit(method, *args).result()
 
     def open_parent(self, study: str, existing_run_id: str | None, params: Mapping[str, Any]) -> Any:

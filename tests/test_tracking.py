@@ -88,6 +88,24 @@ def test_replaying_a_trial_mlflow_already_has_adds_no_points(
     assert not list(spool.iterdir())
 
 
+def test_a_call_to_the_writer_comes_after_the_writes_deferred_before_it(
+    tmp_path: Path, breast_cancer: Task, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A finished trial's writes may wait in the study process (runs being created go first); a call that
+    reads from MLflow (the summary figure's curves) sees them all the same."""
+    result = train(breast_cancer, TrainConfig(scheduler="StepLR", epochs=3))
+    writer = AsyncTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "order", tmp_path / "spool")
+    try:
+        writer.open_parent("order", None, {})
+        run_id = writer.start_trials("order", [(0, "StepLR")]).result()[0]
+        monkeypatch.setattr(writer, "pump", lambda: None)  # the write stays deferred
+        writer.finish_trial(run_id, "COMPLETE", {"scheduler": "StepLR"}, result)
+        assert writer._deferred
+        assert expand_curve(writer.history(run_id, "lr")) == result.lrs
+    finally:
+        writer.close()
+
+
 @pytest.mark.parametrize("cache", ["off", "suite"])
 def test_workers_that_start_together_share_a_new_local_store(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache: str
