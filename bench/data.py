@@ -214,8 +214,11 @@ def load_frame(cfg: DataConfig) -> tuple[pd.DataFrame, pd.Series]:
 
 
 def check(cfg: DataConfig) -> None:
-    """Raise :class:`UserError` if the data cannot be loaded as configured (a cached split was)."""
-    if _cached(cfg) is None:
+    """Raise :class:`UserError` if the data cannot be loaded as configured. A cached split of the same data
+    was loaded (its key holds the data's bytes); it is not read here: load_task reads it, or prepares the
+    split again if it cannot."""
+    path = _cache_path(cfg)
+    if path is None or not path.is_file():
         load_frame(cfg)
 
 

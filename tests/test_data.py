@@ -129,6 +129,7 @@ def test_a_prepared_split_is_cached_and_read_back_identical(
 
     monkeypatch.setattr(data, "_prepare", no_preparing)
     assert _same_task(load_task(cfg), fresh)
+    monkeypatch.setattr(data, "load_frame", no_preparing)
     data.check(cfg)  # a study definition's data check is answered by the cache too
 
 
