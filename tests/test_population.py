@@ -9,11 +9,18 @@ import time
 
 import pytest
 import torch
+from torch.nn import functional as F
 
 from bench.data import DataConfig, Task, load_task
 from bench.engine import OPTIMIZERS, TrainConfig, train
-from bench.model import ModelConfig
-from bench.population import Population, auto_population_size, group_key, train_population
+from bench.model import ACTIVATIONS, ModelConfig, mean_loss
+from bench.population import (
+    ACTIVATION_BACKWARD,
+    Population,
+    auto_population_size,
+    group_key,
+    train_population,
+)
 from bench.schedules import SCHEDULES
 
 FAMILIES = sorted(SCHEDULES)
@@ -133,6 +140,52 @@ def test_members_that_join_later_match_the_reference_trainer(
         for mine, theirs in zip(weights[i], [p.detach() for p in ref.model.parameters()], strict=True):
             assert _max_rel(mine, theirs) <= 1e-5, (i, c.scheduler, _max_rel(mine, theirs))
         assert got.val_loss == pytest.approx(ref.val_loss, rel=1e-4)
+
+
+def _autograd_step(pop: Population, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The population's training step by autograd: the members' losses and their gradients in the flat
+    buffer's layout, from leaf copies of their parameters, the model's own activation module, F.dropout
+    and the reference trainer's loss."""
+    pairs = zip(pop.weights, pop.biases, strict=True)
+    params = [t.detach().clone().requires_grad_() for pair in pairs for t in pair]
+    h = x
+    layers = list(zip(params[0::2], params[1::2], strict=True))
+    for j, (w, b) in enumerate(layers):
+        h = torch.mul(h, w.mT).sum(-1, keepdim=True) + b if w.shape[-1] == 1 else torch.baddbmm(b, h, w)
+        if j < len(layers) - 1:
+            h = pop.activation(h)
+            if pop.dropout > 0:
+                h = F.dropout(h, pop.dropout)
+    loss = mean_loss(h, y)
+    loss.backward(torch.ones(len(loss)))
+    return loss.detach(), torch.cat([p.grad.reshape(len(loss), -1) for p in params], 1)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+@pytest.mark.parametrize("act", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("task_name", ["breast_cancer", "tiny_task"])  # one logit; three classes
+def test_the_written_out_backward_pass_gives_autograds_gradients(
+    request: pytest.FixtureRequest, task_name: str, act: str, dropout: float
+) -> None:
+    task = request.getfixturevalue(task_name)
+    model = ModelConfig(hidden=(12, 8), activation=act, dropout=dropout)
+    pop = Population(task, [TrainConfig(model=model, seed=i) for i in range(3)])
+    batch = 20  # neither a power of two nor a divisor of the rows: the mean's 1/B is rounded
+    x = torch.stack([task.x_train[i * batch : (i + 1) * batch] for i in range(3)])
+    y = torch.stack([task.y_train[i * batch : (i + 1) * batch] for i in range(3)])
+    if pop.binary:
+        y = y.to(torch.float32)
+    torch.manual_seed(7)  # the same dropout masks for both
+    loss = pop._gradients(x, y)
+    torch.manual_seed(7)
+    want_loss, want_grad = _autograd_step(pop, x, y)
+    assert torch.equal(loss, want_loss)
+    assert torch.equal(pop.grad, want_grad), float((pop.grad - want_grad).abs().max())
+    assert want_grad.abs().sum() > 0
+
+
+def test_every_activation_has_its_derivative() -> None:
+    assert set(ACTIVATION_BACKWARD) == set(ACTIVATIONS)
 
 
 def test_a_joiner_of_another_group_is_refused(tiny_task: Task) -> None:
