@@ -396,12 +396,14 @@ class Population:
         """One training step's forward and backward pass: every member's gradient of its own mean loss on
         its batch x (K, B, features), labels y (K, B), written into ``self.grad``; returns the losses (K,).
 
-        Autograd's engine and gradient accumulation cost a fixed ~0.15 ms a step here, as much as the
-        arithmetic of a 16-member population; so the backward pass is written out: the operations autograd
-        runs for these layers (``baddbmm``'s and the product-and-sum's derivatives, torch's own kernels
-        for the activations' and the losses'), then one ``cat`` into the gradient buffer instead of
-        zeroing it and accumulating into it. Measured per step against autograd (medians, 2-core CPU):
-        0.47 vs 0.63 ms at K=16, 1.64 vs 2.00 ms at K=128. The tests compare it with autograd's gradients.
+        Autograd's engine and its accumulation into the gradient buffer cost about 0.15 ms a step here,
+        as much as the arithmetic of a 16-member population; so the backward pass is written out: the
+        operations autograd runs for these layers (``baddbmm``'s and the product-and-sum's derivatives,
+        torch's own kernels for the activations' and the losses'), then one ``cat`` into the gradient
+        buffer instead of zeroing it and accumulating into it (``bmm(out=)`` into the buffer's strided
+        views measured slower). Measured in the training loop against autograd (2-core CPU, alternating
+        runs, ms a trial): 22-23 vs 27-29 at K=16, 11-12 vs 13-14 at K=128, 13 vs 14 at K=256. The
+        tests check that its gradients equal autograd's.
         """
         k, batch = y.shape
         saved: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
