@@ -460,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=60, help="storage benchmark: trials per storage")
     parser.add_argument("--device", default="auto")
     parser.add_argument(
-        "--k", type=int, nargs="+", help="population sizes (default 1 16 64 256; to 4096 on CUDA)"
+        "--k", type=int, nargs="+", help="population sizes (default 1 16 64 128 256; to 4096 on CUDA)"
     )
     parser.add_argument("--output", default=str(ROOT / "results" / "perf"))
     args = parser.parse_args(argv)
@@ -472,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     cuda = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
-    ks = args.k or ([1, 16, 64, 256, 1024, 4096] if cuda else [1, 16, 64, 256])
+    ks = args.k or ([1, 16, 64, 256, 1024, 4096] if cuda else [1, 16, 64, 128, 256])
     print(full_benchmark(args.device, ks, Path(args.output)))
     print(f"\nwrote {args.output}/perf.txt", file=sys.stderr)
     return 0
