@@ -161,14 +161,7 @@ def _autograd_step(pop: Population, x: torch.Tensor, y: torch.Tensor) -> tuple[t
     return loss.detach(), torch.cat([p.grad.reshape(len(loss), -1) for p in params], 1)
 
 
-@pytest.mark.parametrize("dropout", [0.0, 0.3])
-@pytest.mark.parametrize("act", sorted(ACTIVATIONS))
-@pytest.mark.parametrize("task_name", ["breast_cancer", "tiny_task"])  # one logit; three classes
-def test_the_written_out_backward_pass_gives_autograds_gradients(
-    request: pytest.FixtureRequest, task_name: str, act: str, dropout: float
-) -> None:
-    task = request.getfixturevalue(task_name)
-    model = ModelConfig(hidden=(12, 8), activation=act, dropout=dropout)
+def _check_gradients(task: Task, model: ModelConfig) -> None:
     pop = Population(task, [TrainConfig(model=model, seed=i) for i in range(3)])
     batch = 20  # neither a power of two nor a divisor of the rows: the mean's 1/B is rounded
     x = torch.stack([task.x_train[i * batch : (i + 1) * batch] for i in range(3)])
@@ -182,6 +175,24 @@ def test_the_written_out_backward_pass_gives_autograds_gradients(
     assert torch.equal(loss, want_loss)
     assert torch.equal(pop.grad, want_grad), float((pop.grad - want_grad).abs().max())
     assert want_grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+@pytest.mark.parametrize("act", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("task_name", ["breast_cancer", "tiny_task"])  # one logit; three classes
+def test_the_written_out_backward_pass_gives_autograds_gradients(
+    request: pytest.FixtureRequest, task_name: str, act: str, dropout: float
+) -> None:
+    _check_gradients(
+        request.getfixturevalue(task_name), ModelConfig(hidden=(12, 8), activation=act, dropout=dropout)
+    )
+
+
+@pytest.mark.parametrize("task_name", ["breast_cancer", "tiny_task"])
+def test_the_written_out_backward_pass_of_a_model_without_hidden_layers(
+    request: pytest.FixtureRequest, task_name: str
+) -> None:
+    _check_gradients(request.getfixturevalue(task_name), ModelConfig(hidden=()))
 
 
 def test_every_activation_has_its_derivative() -> None:
