@@ -2,6 +2,7 @@
 
     python -m bench.perf            # everything (make perf): training and end-to-end study throughput
     python -m bench.perf storage    # Optuna bookkeeping per trial: journal file vs SQLite vs in memory
+    python -m bench.perf seeds      # best results of the default study, each engine on seeds 0-5 (5 min)
 
 All rows use the reference task (breast-cancer MLP 30-64-32-1, batch 32, 50 epochs) on one device:
 
@@ -312,20 +313,28 @@ def _in_child(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
 
 
 def _study_row(
-    out: Path, engine: str = "population", pruner: str | None = None, cache: str | None = None
+    out: Path,
+    engine: str = "population",
+    pruner: str | None = None,
+    cache: str | None = None,
+    seed: int | None = None,
 ) -> dict[str, Any]:
-    """`lrbench study` on the default study in a fresh process; another engine or pruner via a copy of it;
-    ``cache``: the prepared-split cache folder it gets (else the user's, warm after the rows before)."""
+    """`lrbench study` on the default study in a fresh process; another engine, pruner or seed (the sampler's
+    and the trials' base seed both) via a copy of it; ``cache``: the prepared-split cache folder it gets
+    (else the user's, warm after the rows before)."""
     import yaml
 
     out.mkdir(parents=True, exist_ok=True)
     study = ROOT / "studies" / "breast_cancer.yaml"
-    if engine != "population" or pruner is not None:
+    if engine != "population" or pruner is not None or seed is not None:
         raw = yaml.safe_load(study.read_text())
         raw.setdefault("training", {})["engine"] = engine
         if pruner is not None:
             raw.setdefault("optuna", {})["pruner"] = pruner
-        study = out / f"breast_cancer-{engine}-{pruner}.yaml"
+        if seed is not None:
+            raw["training"]["seed"] = seed
+            raw.setdefault("optuna", {})["seed"] = seed
+        study = out / f"breast_cancer-{engine}-{pruner}-{seed}.yaml"
         study.write_text(yaml.safe_dump(raw))
     results = out / "results"
     start = time.perf_counter()
@@ -363,6 +372,42 @@ def _study_row(
         "best_val_loss": float(complete["value"].min()),
         "best_val_accuracy": float(complete["best_val_accuracy"].max()),
     }
+
+
+# The seeds benchmark's columns: key, width, decimals.
+FIELDS = (("best_val_accuracy", 10, 4), ("best_val_loss", 8, 4), ("wall_s", 6, 1))
+
+
+def seeds_benchmark(n: int, out_dir: Path) -> str:
+    """The default study with each engine on seeds 0..n-1 (each seed the sampler's and the trials' base
+    seed): the best validation accuracy and objective each finds, seed by seed, and their medians."""
+    rows: list[tuple[int, dict[str, Any], dict[str, Any]]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in range(n):
+            got: dict[str, dict[str, Any]] = {}
+            for engine in ("population", "reference"):
+                print(f"  seed {seed}, {engine} engine ...", file=sys.stderr, flush=True)
+                got[engine] = _study_row(Path(tmp) / f"{engine}-{seed}", engine, seed=seed)
+            rows.append((seed, got["population"], got["reference"]))
+
+    def line(label: str, pop: dict[str, float], ref: dict[str, float]) -> str:
+        acc, loss, wall = (f"{pop[key]:>{w}.{d}f} {ref[key]:>{w}.{d}f}" for key, w, d in FIELDS)
+        return f"{label:>4}  {acc}  {loss}  {wall}"
+
+    head = f"{'seed':>4}  {'best val accuracy':>21}  {'best val_loss':>17}  {'wall (s)':>13}"
+    trials = rows[0][1]["trials"]
+    lines = [f"The default study ({trials} trials), each engine on {n} seeds: population | reference", ""]
+    lines += [head, "-" * len(head)] + [line(str(seed), pop, ref) for seed, pop, ref in rows]
+    pops, refs = [r[1] for r in rows], [r[2] for r in rows]
+    medians = [
+        {key: statistics.median(r[key] for r in side) for key, _, _ in FIELDS} for side in (pops, refs)
+    ]
+    lines.append(line("med", *medians))
+    lines += ["", "best values over COMPLETE trials; the objective is the final validation loss"]
+    text = "\n".join(lines)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "seeds.txt").write_text(text + "\n")
+    return text
 
 
 def full_benchmark(device: str, ks: list[int], out_dir: Path) -> str:
@@ -456,8 +501,9 @@ def full_benchmark(device: str, ks: list[int], out_dir: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.perf", description=__doc__.splitlines()[0])
-    parser.add_argument("what", nargs="?", choices=("all", "storage"), default="all")
+    parser.add_argument("what", nargs="?", choices=("all", "storage", "seeds"), default="all")
     parser.add_argument("--trials", type=int, default=60, help="storage benchmark: trials per storage")
+    parser.add_argument("--seeds", type=int, default=6, help="seeds benchmark: study seeds per engine")
     parser.add_argument("--device", default="auto")
     parser.add_argument(
         "--k", type=int, nargs="+", help="population sizes (default 1 16 64 128 256; to 4096 on CUDA)"
@@ -468,6 +514,10 @@ def main(argv: list[str] | None = None) -> int:
         print(storage_benchmark(args.trials))
         print()
         print(sampler_benchmark())
+        return 0
+    if args.what == "seeds":
+        print(seeds_benchmark(args.seeds, Path(args.output)))
+        print(f"\nwrote {args.output}/seeds.txt", file=sys.stderr)
         return 0
     import torch
 
