@@ -44,7 +44,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
-from torch.nn import functional as F
 from torch.optim.adam import adam
 from torch.optim.lr_scheduler import LRScheduler
 
@@ -52,7 +51,7 @@ from bench import schedules
 from bench.data import Task
 from bench.engine import OPTIMIZERS, EpochMetrics, TrainConfig, TrialResult, batch_weights
 from bench.errors import UserError
-from bench.model import ModelConfig, activation, build_mlp, loss_and_correct, output_size
+from bench.model import ModelConfig, activation, build_mlp, loss_and_correct, mean_loss, output_size
 
 # Each activation's derivative as autograd computes it (torch's own backward kernels), from the gradient at
 # the activation's output, its input z and its output a.
@@ -423,8 +422,8 @@ class Population:
         # d(mean over the batch) / d(each row's loss): the mean's backward, for every member at once.
         per_row = self._one.expand(k, batch).div(batch)
         if self.binary:
+            loss = mean_loss(logits, y)  # the reference trainer's loss
             z = logits.squeeze(-1)
-            loss = F.binary_cross_entropy_with_logits(z, y, reduction="none").mean(-1)
             g = ((torch.sigmoid(z) - y) * per_row).unsqueeze(-1)
         else:
             flat_logits = logits.reshape(-1, logits.shape[-1])

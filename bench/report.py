@@ -157,10 +157,8 @@ def summary_figure(
     from bench.plots import plt
 
     fig, (ax_lr, ax_val) = plt.subplots(1, 2, figsize=(13, 5))
-    missing = [label for label, (lr_points, _) in curves.items() if not lr_points]
-    for label, (lr_points, val_points) in curves.items():
-        if not lr_points:
-            continue
+    drawn = {label: points for label, points in curves.items() if points[0]}
+    for label, (lr_points, val_points) in drawn.items():
         line = ax_lr.plot(*zip(*lr_points, strict=True), label=label, linewidth=1.3)[0]
         if val_points:
             ax_val.plot(*zip(*val_points, strict=True), color=line.get_color(), label=label, linewidth=1.3)
@@ -172,7 +170,7 @@ def summary_figure(
     ax_val.set_title(f"{metric} per epoch", y=1.0, pad=6)
     for ax in (ax_lr, ax_val):
         ax.grid(alpha=0.3)
-    if len(missing) < len(curves):
+    if drawn:
         ax_val.legend(fontsize=7, ncol=2)
     # Fixed margins that fit these labels: tight_layout would draw the figure once more to measure them
     # (0.7 s against 0.5 s for the whole figure here, the last thing a study waits for).
@@ -180,4 +178,4 @@ def summary_figure(
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return missing
+    return [label for label in curves if label not in drawn]
