@@ -136,9 +136,12 @@ def _no_dynamo_import() -> Iterator[None]:
 def _proxy_steps() -> Iterator[None]:
     """Scheduler steps on a proxy: its optimizer never steps (a schedule does not depend on optimizer
     steps; the contract tests compare with a loop that steps both), so torch's warning that a scheduler
-    stepped before its optimizer does not apply. Stepping the proxy instead would import torch._dynamo."""
+    stepped before its optimizer does not apply. Stepping the proxy instead would import torch._dynamo.
+    Older torch's SequentialLR (2.4 here) steps its schedulers with an epoch argument at each milestone and
+    warns that the argument is deprecated: torch's own call, nothing a caller can change."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+        warnings.filterwarnings("ignore", message=r"The epoch parameter in `scheduler\.step\(\)`")
         yield
 
 
