@@ -12,13 +12,14 @@ STUDY  ?= studies/breast_cancer.yaml
 PORT   ?= 5000
 ARGS   ?=
 
-.PHONY: install study ui export perf test lint clean
+.PHONY: install study ui export perf test lint lock clean
 
-$(STAMP): pyproject.toml
+# torch first (TORCH_SPEC), then lrbench with every other package at the version constraints.txt pins.
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -44,5 +45,17 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check bench tests data
 	$(BIN)/mypy
 
+# Re-pin constraints.txt to the newest releases pyproject.toml admits, resolved in a new virtual environment
+# beside TORCH_SPEC's torch (which stays out of the file). Run `make test` after it.
+lock:
+	rm -rf .lock-venv build
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet --upgrade pip
+	.lock-venv/bin/pip install --quiet $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
+	.lock-venv/bin/pip install --quiet ".[dev]"
+	{ grep '^#' constraints.txt; .lock-venv/bin/pip freeze --exclude lrbench --exclude torch; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf .lock-venv build
+
 clean:
-	rm -rf $(VENV) results .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .lock-venv results .pytest_cache .mypy_cache .ruff_cache *.egg-info
