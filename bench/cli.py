@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from bench import schedules
+from bench.config import shown
 from bench.errors import UserError
 
 
@@ -191,13 +192,92 @@ def _export(cfg: Any, loc: Any, tracker: Any, attach: bool) -> str:
     return "\n".join(lines)
 
 
+# The package that brings each database driver SQLAlchemy imports (SQLAlchemy 2.1 takes psycopg 3 for a
+# plain postgresql:// URL, psycopg2 for postgresql+psycopg2://).
+DRIVER_PACKAGES = {
+    "psycopg": "psycopg[binary]",
+    "psycopg2": "psycopg2-binary",
+    "pymysql": "PyMySQL",
+    "MySQLdb": "mysqlclient",
+    "pyodbc": "pyodbc",
+}
+
+
+def check_database(what: str, url: str) -> None:
+    """A database URL given on the command line (an Optuna storage, an MLflow store) is checked before
+    anything is created: its driver is installed and the database accepts a connection."""
+    import sqlalchemy
+
+    try:
+        engine = sqlalchemy.create_engine(url)
+    except ImportError as exc:
+        module = exc.name or "?"
+        package = DRIVER_PACKAGES.get(module, module)
+        raise UserError(
+            f"{what} {shown(url)}: its database driver ({module}) is not installed; install it beside "
+            f"lrbench: .venv/bin/pip install '{package}'"
+        ) from None
+    except sqlalchemy.exc.ArgumentError as exc:
+        raise UserError(f"{what} {shown(url)}: not a database URL ({exc})") from None
+    try:
+        with engine.connect():
+            pass
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise UserError(f"{what} {shown(url)}: cannot connect ({reason})") from None
+    finally:
+        engine.dispose()
+
+
+def check_tracking_server(uri: str, timeout: float = 10.0) -> None:
+    """An MLflow tracking server given on the command line answers before anything is created (MLflow's
+    own client retries a server that is down for minutes before it gives up). Any HTTP answer will do;
+    a TLS problem is left to MLflow, which may be set up to accept what this check would not."""
+    import ssl
+    import urllib.error
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    netloc += f":{parts.port}" if parts.port else ""
+    probe = parts._replace(netloc=netloc, path=parts.path.rstrip("/") + "/health", query="").geturl()
+    try:
+        urllib.request.urlopen(probe, timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return  # it answers
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        if isinstance(reason, ssl.SSLError):
+            return
+        raise UserError(
+            f"tracking server {shown(uri)} does not answer ({reason}); start it, or leave out --tracking-uri "
+            "for the study's own store"
+        ) from None
+
+
+def _check_given_stores(args: argparse.Namespace) -> None:
+    """What the user pointed lrbench at, checked; the embedded defaults are created as needed."""
+    if getattr(args, "storage", None) and "://" in args.storage:
+        check_database("storage", args.storage)
+    uri: str = getattr(args, "tracking_uri", None) or ""
+    scheme = uri.split(":", 1)[0]
+    if scheme in ("http", "https"):
+        check_tracking_server(uri)
+    elif scheme.split("+", 1)[0] in ("sqlite", "postgresql", "mysql", "mssql"):  # MLflow's database stores
+        check_database("tracking store", uri)
+
+
 def cmd_study(args: argparse.Namespace) -> int:
     from bench.tracking import start_tracker
 
     cfg, loc = _study_locations(args)
     if args.n_trials is not None and args.n_trials < 1:
         raise UserError(f"--n-trials must be at least 1, got {args.n_trials}")
-    print(f"study {cfg.name}: storage {loc.storage}, tracking {loc.tracking_uri}", file=sys.stderr)
+    _check_given_stores(args)
+    where = f"storage {shown(loc.storage)}, tracking {shown(loc.tracking_uri)}"
+    print(f"study {cfg.name}: {where}", file=sys.stderr)
     tracker = start_tracker(cfg, loc)  # before importing optuna and the engines: MLflow opens meanwhile
     try:
         from bench.study import run_study
@@ -213,7 +293,7 @@ def cmd_study(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
-    where = f" --tracking-uri {args.tracking_uri}" if args.tracking_uri else ""
+    where = f" --tracking-uri {shown(args.tracking_uri)}" if args.tracking_uri else ""
     where += f" --output {args.output}" if args.output and not args.tracking_uri else ""
     print(f"compare the runs: lrbench ui --study {args.study}{where}")
     return 0
@@ -221,6 +301,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     cfg, loc = _study_locations(args)
+    _check_given_stores(args)
     print(_publish(cfg, loc))
     return 0
 

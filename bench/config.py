@@ -389,6 +389,16 @@ def load(path: str | Path) -> StudyConfig:
     return cfg
 
 
+def shown(uri: str) -> str:
+    """A storage URL or tracking URI as lrbench prints it: a password in it is masked."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
+
+
 @dataclass(frozen=True)
 class Locations:
     """Where a study's results live. Everything defaults to one results root."""

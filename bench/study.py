@@ -31,7 +31,7 @@ from optuna.storages.journal import BaseJournalBackend, JournalFileBackend, Jour
 from optuna.trial import TrialState
 
 from bench import schedules
-from bench.config import FloatRange, Locations, StudyConfig
+from bench.config import FloatRange, Locations, StudyConfig, shown
 from bench.entry import end_startup
 from bench.errors import UserError
 
@@ -368,7 +368,7 @@ def open_study(cfg: StudyConfig, loc: Locations) -> optuna.Study:
     elif stored != definition:
         changes = _definition_changes(stored, definition)
         raise UserError(
-            f"study {cfg.name!r} in {loc.storage} was run with another definition "
+            f"study {cfg.name!r} in {shown(loc.storage)} was run with another definition "
             f"({'; '.join(changes[:3])}); "
             f"to run the new definition, give it a new name (the YAML's name: key) or another --output DIR"
         )
@@ -775,6 +775,28 @@ class _Round:
                     run_id = self._run_id(i, wait=True) if i is not None else None
                     _fail(self.study, self.tracker, trial, run_id, "interrupted by the user", "KILLED")
             raise
+        except BaseException as exc:
+            self._fail_untold(f"the study stopped: {_message(exc)}")
+            raise
+
+    def _fail_untold(self, why: str) -> None:
+        """The study stops on an error (its own, the storage's or the MLflow writer's): the trials it had
+        asked and not told are failed, none left RUNNING, first in Optuna and then, where the writer had
+        created their runs and still answers, in MLflow. What fails here too (a storage or writer that is
+        down) is left to the next run of the study, which closes what a dead process left behind."""
+        runs: dict[int, str] = {}
+        for (trial, _), (future, place) in zip(self.started, self.runs, strict=True):
+            with contextlib.suppress(BaseException):  # a run that was not (or could not be) created
+                if future.done() and future.exception() is None:
+                    runs[trial.number] = str(future.result()[place])
+        untold = [trial for trial in self.asked if trial.number not in self.told]
+        for trial in untold:
+            with contextlib.suppress(Exception):
+                _fail(self.study, self.tracker, trial, None, why, "FAIL")
+        with contextlib.suppress(Exception):
+            for trial in untold:
+                if trial.number in runs:
+                    self.tracker.submit("close_run", runs[trial.number], "FAIL", why)
 
 
 def _train(
@@ -899,7 +921,9 @@ def load_trials(cfg: StudyConfig, loc: Locations) -> StoredStudy:
     try:
         study = optuna.load_study(study_name=cfg.name, storage=storage)
     except KeyError:
-        raise UserError(f"no study named {cfg.name!r} in {loc.storage}; run `lrbench study` first") from None
+        raise UserError(
+            f"no study named {cfg.name!r} in {shown(loc.storage)}; run `lrbench study` first"
+        ) from None
     records = [
         {
             "number": t.number,

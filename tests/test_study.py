@@ -644,6 +644,72 @@ def test_bad_definition_exits_2_with_one_line_and_creates_nothing(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
 
 
+@pytest.mark.parametrize(
+    ("flag", "uri", "message"),
+    [
+        # psycopg2 is not installed here; were it installed, nothing listens on the port
+        (
+            "--storage",
+            "postgresql+psycopg2://user:secret@127.0.0.1:{port}/db",
+            "storage postgresql+psycopg2://user:***@",
+        ),
+        (
+            "--storage",
+            "sqlite:///{tmp}/no/such/folder/optuna.db",
+            "cannot connect (unable to open database file)",
+        ),
+        ("--tracking-uri", "http://user:secret@127.0.0.1:{port}", "does not answer"),
+        (
+            "--tracking-uri",
+            "postgresql://user:secret@127.0.0.1:{port}/mlflow",
+            "tracking store postgresql://user:***@",
+        ),
+    ],
+)
+def test_stores_given_on_the_command_line_are_checked_before_anything_is_created(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, uri: str, message: str
+) -> None:
+    """A storage without its driver, a database that cannot be opened, a tracking server that is down: one
+    line, exit status 2, at once (MLflow's client would retry a server that is down for minutes), nothing
+    created, and no password printed."""
+    out = tmp_path / "results"
+    given = uri.format(port=free_port(), tmp=tmp_path)
+    started = time.monotonic()
+    assert main(["study", str(SMOKE), "--output", str(out), flag, given]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "secret" not in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == []
+    assert time.monotonic() - started < 30
+
+
+def test_a_study_stopped_by_its_writer_leaves_no_trial_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The MLflow writer fails (here: it cannot create the trials' runs): the study stops with its error,
+    and the trials it had asked are failed with the reason, none left RUNNING."""
+    from concurrent.futures import Future
+
+    from bench import study as study_module
+    from bench.tracking import AsyncTracker
+
+    def broken(self: AsyncTracker, *args: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        future.set_exception(RuntimeError("the writer is down"))
+        return future
+
+    monkeypatch.setattr(AsyncTracker, "start_trials", broken)
+    cfg = config.load(SMOKE)
+    loc = Locations.resolve(cfg, output=str(tmp_path / "out"))
+    with pytest.raises(RuntimeError, match="the writer is down"):
+        study_module.run_study(cfg, loc)
+    trials = optuna.load_study(study_name=cfg.name, storage=open_storage(loc.storage)).trials
+    assert trials and all(t.state == optuna.trial.TrialState.FAIL for t in trials), [t.state for t in trials]
+    assert {t.user_attrs["failure"] for t in trials} == {
+        "the study stopped: RuntimeError: the writer is down"
+    }
+
+
 def test_missing_study_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert main(["study", str(tmp_path / "nope.yaml")]) == 2
     assert "study file not found" in capsys.readouterr().err
