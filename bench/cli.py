@@ -240,8 +240,11 @@ def check_tracking_server(uri: str, timeout: float = 10.0) -> None:
 
     parts = urlsplit(uri)
     host = parts.hostname or ""
-    netloc = f"[{host}]" if ":" in host else host
-    netloc += f":{parts.port}" if parts.port else ""
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise UserError(f"tracking server {shown(uri)}: not a URL ({exc})") from None
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{port}" if port else "")
     probe = parts._replace(netloc=netloc, path=parts.path.rstrip("/") + "/health", query="").geturl()
     try:
         urllib.request.urlopen(probe, timeout=timeout).close()

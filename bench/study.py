@@ -730,7 +730,7 @@ class _Round:
         ids = future.result()
         if id(future) not in self.named:
             self.named.add(id(future))
-            for (trial, _), (f, j) in zip(self.started, self.runs, strict=True):
+            for (trial, _), (f, j) in zip(self.started, self.runs, strict=False):
                 if f is future:
                     trial.set_user_attr("mlflow_run_id", ids[j])
         return str(ids[place])
@@ -785,7 +785,8 @@ class _Round:
         created their runs and still answers, in MLflow. What fails here too (a storage or writer that is
         down) is left to the next run of the study, which closes what a dead process left behind."""
         runs: dict[int, str] = {}
-        for (trial, _), (future, place) in zip(self.started, self.runs, strict=True):
+        # Not strict: a round stopped while its runs were being asked for has started trials without runs.
+        for (trial, _), (future, place) in zip(self.started, self.runs, strict=False):
             with contextlib.suppress(BaseException):  # a run that was not (or could not be) created
                 if future.done() and future.exception() is None:
                     runs[trial.number] = str(future.result()[place])

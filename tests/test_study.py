@@ -683,11 +683,13 @@ def test_stores_given_on_the_command_line_are_checked_before_anything_is_created
     assert time.monotonic() - started < 30
 
 
+@pytest.mark.parametrize("when", ["answering", "asked"])
 def test_a_study_stopped_by_its_writer_leaves_no_trial_running(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str
 ) -> None:
-    """The MLflow writer fails (here: it cannot create the trials' runs): the study stops with its error,
-    and the trials it had asked are failed with the reason, none left RUNNING."""
+    """The MLflow writer fails (here: it cannot create the trials' runs, and says so in its answer or when
+    asked): the study stops with its error, and the trials it had asked are failed with the reason, none
+    left RUNNING."""
     from concurrent.futures import Future
 
     from bench import study as study_module
@@ -696,6 +698,8 @@ def test_a_study_stopped_by_its_writer_leaves_no_trial_running(
     def broken(self: AsyncTracker, *args: Any) -> Future[Any]:
         future: Future[Any] = Future()
         future.set_exception(RuntimeError("the writer is down"))
+        if when == "asked":
+            future.result()
         return future
 
     monkeypatch.setattr(AsyncTracker, "start_trials", broken)
