@@ -315,17 +315,23 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
     from bench.tracking import experiment_id
 
-    if args.tracking_uri:
-        uri, name = args.tracking_uri, None
-    elif args.study:
-        cfg, loc = _study_locations(args)
+    if args.study:
+        cfg, loc = _study_locations(args)  # the study's own store, or the --tracking-uri given
         uri, name = loc.tracking_uri, cfg.name
+    elif args.tracking_uri:
+        uri, name = args.tracking_uri, None
     else:
         raise UserError("give --study STUDY.yaml or --tracking-uri URI")
     if args.workers < 1:
         raise UserError(f"--workers must be at least 1, got {args.workers}")
+    server = uri.split(":", 1)[0] in ("http", "https")
+    if server:
+        check_tracking_server(uri)
     exp = experiment_id(uri, name) if name else None
     page = f"#/experiments/{exp}?workflowType=machine_learning" if exp else ""
+    if server:  # a tracking server serves the UI itself: nothing to start
+        print(f"the tracking server serves the MLflow UI: {shown(uri.rstrip('/'))}/{page}")
+        return 0
     mlflow = (
         shutil.which("mlflow", path=str(Path(sys.executable).parent)) or shutil.which("mlflow") or "mlflow"
     )
@@ -453,7 +459,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", metavar="DIR")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 over a study's tracking store")
+    p = sub.add_parser(
+        "ui",
+        help="start the MLflow UI on 127.0.0.1 over a study's store (for a tracking server: its address)",
+    )
     p.add_argument("--study", metavar="STUDY.yaml", help="open this study's experiment")
     p.add_argument("--tracking-uri", metavar="URI")
     p.add_argument("--output", metavar="DIR")

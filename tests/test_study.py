@@ -180,6 +180,22 @@ def test_smoke_study_against_a_real_tracking_server(mlflow_server: str, tmp_path
         assert logged == pytest.approx(expected[: len(logged)], rel=1e-12)
 
 
+def test_ui_on_a_tracking_server_gives_its_address_and_starts_nothing(
+    mlflow_server: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`lrbench study ... --tracking-uri http://...` ends with `lrbench ui --study ... --tracking-uri ...`:
+    the server serves the UI itself, so ui prints the address of the study's runs there. A server that is
+    down is one line."""
+    from bench.tracking import Tracker
+
+    exp = Tracker(mlflow_server, "smoke").experiment_id  # the smoke study's experiment, made if need be
+    assert main(["ui", "--study", str(SMOKE), "--tracking-uri", mlflow_server]) == 0
+    out = capsys.readouterr().out
+    assert out.strip().endswith(f"{mlflow_server}/#/experiments/{exp}?workflowType=machine_learning"), out
+    assert main(["ui", "--tracking-uri", f"http://127.0.0.1:{free_port()}"]) == 2
+    assert "does not answer" in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out_dir = tmp_path_factory.mktemp("smoke")
