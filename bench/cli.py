@@ -260,15 +260,18 @@ def check_tracking_server(uri: str, timeout: float = 10.0) -> None:
         ) from None
 
 
+def is_tracking_server(uri: str) -> bool:
+    return uri.split(":", 1)[0] in ("http", "https")
+
+
 def _check_given_stores(args: argparse.Namespace) -> None:
     """What the user pointed lrbench at, checked; the embedded defaults are created as needed."""
     if getattr(args, "storage", None) and "://" in args.storage:
         check_database("storage", args.storage)
     uri: str = getattr(args, "tracking_uri", None) or ""
-    scheme = uri.split(":", 1)[0]
-    if scheme in ("http", "https"):
+    if is_tracking_server(uri):
         check_tracking_server(uri)
-    elif scheme.split("+", 1)[0] in ("sqlite", "postgresql", "mysql", "mssql"):  # MLflow's database stores
+    elif uri.split(":", 1)[0].split("+", 1)[0] in ("sqlite", "postgresql", "mysql", "mssql"):  # MLflow's DBs
         check_database("tracking store", uri)
 
 
@@ -324,7 +327,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
         raise UserError("give --study STUDY.yaml or --tracking-uri URI")
     if args.workers < 1:
         raise UserError(f"--workers must be at least 1, got {args.workers}")
-    server = uri.split(":", 1)[0] in ("http", "https")
+    server = is_tracking_server(uri)
     if server:
         check_tracking_server(uri)
     exp = experiment_id(uri, name) if name else None
