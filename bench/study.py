@@ -730,7 +730,7 @@ class _Round:
         ids = future.result()
         if id(future) not in self.named:
             self.named.add(id(future))
-            for (trial, _), (f, j) in zip(self.started, self.runs, strict=False):
+            for (trial, _), (f, j) in zip(self.started, self.runs, strict=True):
                 if f is future:
                     trial.set_user_attr("mlflow_run_id", ids[j])
         return str(ids[place])
