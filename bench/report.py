@@ -64,6 +64,7 @@ def leaderboard(records: Sequence[dict[str, Any]], direction: str, seed_base: in
     for col in arg_cols:
         if col in integer:
             frame[col] = frame[col].astype("Int64")
+    frame["epochs_run"] = frame["epochs_run"].astype("Int64")  # blank for a trial that failed before it ran
     frame = frame[LEADERBOARD_FIRST + arg_cols + LEADERBOARD_LAST]
     order = {"COMPLETE": 0, "PRUNED": 1, "FAIL": 2, "RUNNING": 3, "WAITING": 4}
     frame["_state"] = frame["state"].map(order)

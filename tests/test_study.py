@@ -1102,3 +1102,18 @@ def test_integer_arguments_stay_integers_in_the_leaderboard(smoke_run: Path) -> 
     for col in int_cols:
         written = as_text[col].dropna()
         assert len(written) and written.str.fullmatch(r"\d+").all(), (col, list(written))
+
+
+def test_epochs_stay_integers_beside_a_trial_that_failed_before_it_ran(tmp_path: Path) -> None:
+    from bench import report
+
+    result = {"epochs_run": 50, "test_accuracy": 0.96, "lr": 0.01}
+    params = {"scheduler": "StepLR"}
+    records = [
+        {"number": 0, "state": "COMPLETE", "value": 0.05, "params": params, "user_attrs": {"result": result}},
+        {"number": 1, "state": "FAIL", "value": None, "params": params, "user_attrs": {}},
+    ]
+    board, table = report.export(records, "minimize", "val_loss", tmp_path)
+    assert pd.read_csv(tmp_path / "leaderboard.csv", dtype=str)["epochs_run"].tolist()[0] == "50"
+    printed = report.terminal_table(board, table, "val_loss").splitlines()
+    assert printed[2].split()[-1] == "50", printed
