@@ -13,7 +13,8 @@ from typing import Any, NoReturn
 
 from bench import schedules
 from bench.config import shown
-from bench.errors import UserError
+from bench.errors import TrackingServerDown, UserError
+from bench.tracking import is_tracking_server
 
 
 class _Parser(argparse.ArgumentParser):
@@ -260,10 +261,6 @@ def check_tracking_server(uri: str, timeout: float = 10.0) -> None:
         ) from None
 
 
-def is_tracking_server(uri: str) -> bool:
-    return uri.split(":", 1)[0] in ("http", "https")
-
-
 def _check_given_stores(args: argparse.Namespace) -> None:
     """What the user pointed lrbench at, checked; the embedded defaults are created as needed."""
     if getattr(args, "storage", None) and "://" in args.storage:
@@ -286,12 +283,24 @@ def cmd_study(args: argparse.Namespace) -> int:
     print(f"study {cfg.name}: {where}", file=sys.stderr)
     tracker = start_tracker(cfg, loc)  # before importing optuna and the engines: MLflow opens meanwhile
     try:
-        from bench.study import run_study
+        try:
+            from bench.study import run_study
 
-        outcome = run_study(cfg, loc, n_trials=args.n_trials, tracker=tracker)
-        print(_publish(cfg, loc, tracker))
-    finally:
-        tracker.close()
+            outcome = run_study(cfg, loc, n_trials=args.n_trials, tracker=tracker)
+            print(_publish(cfg, loc, tracker))
+        finally:
+            tracker.close()
+    except TrackingServerDown as exc:
+        spooled = len(list(tracker.spool.glob("*.pkl"))) if tracker.spool.is_dir() else 0
+        kept = (
+            f", and {spooled} of them are kept under {tracker.spool} until MLflow has them"
+            if spooled
+            else " and in MLflow"
+        )
+        raise UserError(
+            f"{exc}, and the study stopped. The trials that ended are in the study{kept}. Run the same "
+            "command again once the server answers, and the study goes on"
+        ) from None
     if outcome.interrupted:
         print(
             f"lrbench: interrupted after {outcome.ran} trial(s) in this run; "

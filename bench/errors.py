@@ -1,4 +1,4 @@
-"""The one exception type that reaches the user as a single line and exit status 2."""
+"""The exceptions that reach the user as a single line and exit status 2."""
 
 from __future__ import annotations
 
@@ -8,3 +8,7 @@ class UserError(Exception):
     that names the culprit and, where it helps, the allowed values."""
 
     exit_code = 2
+
+
+class TrackingServerDown(UserError):
+    """The MLflow tracking server stopped answering during a study, after MLflow's own retries."""

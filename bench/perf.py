@@ -3,6 +3,7 @@
     python -m bench.perf            # everything (make perf): training and end-to-end study throughput
     python -m bench.perf storage    # Optuna bookkeeping per trial: journal file vs SQLite vs in memory
     python -m bench.perf seeds      # best results of the default study, each engine on seeds 0-5 (5 min)
+    python -m bench.perf server     # the default study against an `mlflow server` here, 1 vs 8 requests
 
 All rows use the reference task (breast-cancer MLP 30-64-32-1, batch 32, 50 epochs) on one device:
 
@@ -24,6 +25,7 @@ in the same run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -36,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -318,10 +320,13 @@ def _study_row(
     pruner: str | None = None,
     cache: str | None = None,
     seed: int | None = None,
+    tracking_uri: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """`lrbench study` on the default study in a fresh process; another engine, pruner or seed (the sampler's
     and the trials' base seed both) via a copy of it; ``cache``: the prepared-split cache folder it gets
-    (else the user's, warm after the rows before)."""
+    (else the user's, warm after the rows before); ``tracking_uri``: an MLflow tracking server, and
+    ``env``: more environment for the study's process."""
     import yaml
 
     out.mkdir(parents=True, exist_ok=True)
@@ -338,12 +343,14 @@ def _study_row(
         study.write_text(yaml.safe_dump(raw))
     results = out / "results"
     start = time.perf_counter()
+    argv = [sys.executable, "-m", "bench", "study", str(study), "--output", str(results)]
+    env = dict(os.environ, **(env or {}), **({"LRBENCH_CACHE": cache} if cache else {}))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench", "study", str(study), "--output", str(results)],
+        argv + (["--tracking-uri", tracking_uri] if tracking_uri else []),
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env=dict(os.environ, LRBENCH_CACHE=cache) if cache else None,
+        env=env,
     )
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - start
@@ -499,9 +506,92 @@ def full_benchmark(device: str, ks: list[int], out_dir: Path) -> str:
     return table
 
 
+# --- the tracking-server benchmark ----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _mlflow_server(home: Path) -> Iterator[str]:
+    """``mlflow server`` on a free loopback port, as MLflow starts it by default (uvicorn, 4 workers), with
+    a SQLite store in home; stopped (its whole process group) afterwards."""
+    import signal
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    argv = [
+        str(Path(sys.executable).with_name("mlflow")),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    argv += ["--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}", "--artifacts-destination", str(home)]
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        for _ in range(240):
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            raise RuntimeError("mlflow server did not start in 120 s")
+        time.sleep(15)  # its background job workers start for some seconds after it answers
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
+def server_benchmark(rounds: int, out_dir: Path) -> str:
+    """The default study end to end against an `mlflow server` on this machine, the study's writer making
+    one request at a time against the default of several at once (LRBENCH_TRACKING_REQUESTS), in
+    alternating order, ``rounds`` runs each; and on the embedded SQLite store, once, beside them."""
+    from bench.tracking import Tracker
+
+    settings = [1, Tracker.REQUESTS]
+    walls: dict[int, list[float]] = {n: [] for n in settings}
+    trials = 0
+    with tempfile.TemporaryDirectory() as tmp, _mlflow_server(Path(tmp) / "server") as url:
+        for r in range(rounds):
+            for n in settings if r % 2 == 0 else settings[::-1]:
+                print(f"  round {r + 1}, {n} request(s) at once ...", file=sys.stderr, flush=True)
+                out = Path(tmp) / f"{n}-{r}"
+                row = _study_row(out, tracking_uri=url, env={"LRBENCH_TRACKING_REQUESTS": str(n)})
+                walls[n].append(row["wall_s"])
+                trials = row["trials"]
+        print("  the embedded SQLite store ...", file=sys.stderr, flush=True)
+        local = _study_row(Path(tmp) / "sqlite")["wall_s"]
+    med = {n: statistics.median(w) for n, w in walls.items()}
+    lines = [
+        f"The default study ({trials} trials) end to end, against `mlflow server` on this machine",
+        "(127.0.0.1; MLflow's defaults: uvicorn with 4 workers, a SQLite store) and on the embedded store",
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "",
+        f"{'tracking':<34} {'runs (s)':>20} {'median (s)':>11} {'trials/s':>9}",
+    ]
+    for n in settings:
+        runs = " ".join(f"{w:.1f}" for w in walls[n])
+        label = f"server, {n} request{'s' if n > 1 else ''} at once"
+        lines.append(f"{label:<34} {runs:>20} {med[n]:>11.1f} {trials / med[n]:>9.1f}")
+    lines.append(f"{'embedded SQLite':<34} {local:>20.1f} {local:>11.1f} {trials / local:>9.1f}")
+    lines += ["", f"{settings[1]} at once / 1 at once: {med[1] / med[settings[1]]:.2f}x the trials a second"]
+    text = "\n".join(lines)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "server.txt").write_text(text + "\n")
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.perf", description=__doc__.splitlines()[0])
-    parser.add_argument("what", nargs="?", choices=("all", "storage", "seeds"), default="all")
+    parser.add_argument("what", nargs="?", choices=("all", "storage", "seeds", "server"), default="all")
+    parser.add_argument("--rounds", type=int, default=3, help="server benchmark: runs per setting")
     parser.add_argument("--trials", type=int, default=60, help="storage benchmark: trials per storage")
     parser.add_argument("--seeds", type=int, default=6, help="seeds benchmark: study seeds per engine")
     parser.add_argument("--device", default="auto")
@@ -514,6 +604,10 @@ def main(argv: list[str] | None = None) -> int:
         print(storage_benchmark(args.trials))
         print()
         print(sampler_benchmark())
+        return 0
+    if args.what == "server":
+        print(server_benchmark(args.rounds, Path(args.output)))
+        print(f"\nwrote {args.output}/server.txt", file=sys.stderr)
         return 0
     if args.what == "seeds":
         print(seeds_benchmark(args.seeds, Path(args.output)))

@@ -501,7 +501,7 @@ def _run(
 ) -> Outcome:
     replayed = tracker.replay_spool()
     if replayed:
-        print(f"sent {replayed} trial(s) to MLflow that a killed process had spooled", file=sys.stderr)
+        print(f"sent {replayed} trial(s) to MLflow that an earlier run kept in its spool", file=sys.stderr)
     reclaimed = reclaim(study, tracker)
     if reclaimed:
         print(f"closed {reclaimed} trial(s) left RUNNING by a process that died", file=sys.stderr)

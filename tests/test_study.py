@@ -3,17 +3,20 @@ a killed worker, and every bad-definition case."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import queue
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import optuna
 import pandas as pd
@@ -59,8 +62,14 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    home = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
+    with serving(tmp_path_factory.mktemp("mlflow-server"), free_port()) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serving(home: Path, port: int, stop: int = signal.SIGTERM) -> Iterator[str]:
+    """``mlflow server`` on 127.0.0.1:port with its store in home, as MLflow starts it by default; stopped
+    by the signal ``stop`` (to its whole process group), then killed if it has not stopped in 30 s."""
     exe = Path(sys.executable).with_name("mlflow")
     proc = subprocess.Popen(
         [
@@ -92,8 +101,12 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             raise RuntimeError("mlflow server did not start in 120 s")
         yield url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        os.killpg(proc.pid, stop)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
 
 
 def rest(url: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -115,9 +128,117 @@ def test_a_worker_that_loses_the_race_for_the_experiment_takes_the_winners(mlflo
     assert second._create_experiment("raced", mlflow_server) == first.experiment_id
 
 
+def test_writes_to_a_tracking_server_go_several_at_once_in_order_with_their_errors(
+    mlflow_server: str, tmp_path: Path
+) -> None:
+    """Against a server, the writer makes up to REQUESTS writes at once (each waits at a barrier that opens
+    only when all of them are in flight). Any other call waits for them first; a failed write is raised by
+    the next call and keeps its spooled copy."""
+    import threading
+
+    from mlflow.exceptions import MlflowException
+
+    from bench import tracking
+    from bench.tracking import Tracker
+
+    server = Tracker(mlflow_server, "behind")
+    assert server.requests == Tracker.REQUESTS > 1
+    barrier = threading.Barrier(server.requests, timeout=30)
+    for _ in range(server.requests):
+        assert server.write_behind(barrier.wait)
+    server.wait_behind()  # a BrokenBarrierError had the writes gone one at a time
+    server.open_parent("behind", None, {})
+    run_ids = server.start_trials("behind", [(n, "StepLR") for n in range(3)])
+    assert len(set(run_ids)) == 3
+    spools = [tmp_path / f"{run_id}.pkl" for run_id in run_ids]
+    for spool in spools:
+        spool.write_bytes(b"spooled")
+    old, tracking._WORKER = tracking._WORKER, server
+    try:
+        for n, (run_id, spool) in enumerate(zip(run_ids, spools, strict=True)):
+            points = [("lr", 0.1 * step + n, step) for step in range(5)]
+            assert tracking._call("finish_trial", (run_id, "COMPLETE", {}, points), str(spool)) is None
+        for n, run_id in enumerate(run_ids):  # each read waits for the writes before it
+            assert tracking._call("history", (run_id, "lr"), None) == [(s, 0.1 * s + n) for s in range(5)]
+        assert not any(spool.exists() for spool in spools)
+        gate, written = threading.Event(), []
+        server.write_behind(lambda: written.append(gate.wait(30)))
+        threading.Timer(0.5, gate.set).start()
+        tracking._call("history", (run_ids[0], "lr"), None)
+        assert written == [True]  # the read waited for the write in flight
+        spool = tmp_path / "lost.pkl"
+        spool.write_bytes(b"spooled")
+        tracking._call("finish_trial", ("0" * 32, "COMPLETE", {}, [("lr", 1.0, 0)]), str(spool))
+        with pytest.raises(MlflowException):
+            tracking._call("history", (run_ids[0], "lr"), None)
+        assert spool.exists()  # for the next run of the study to replay
+    finally:
+        tracking._WORKER = old
+    local = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "behind")
+    assert not local.write_behind(barrier.wait)  # a database store: the caller writes, one at a time
+    local.close()
+
+
+def _lines_into(stream: IO[str], lines: queue.Queue[str]) -> None:
+    for line in stream:
+        lines.put(line)
+
+
+def test_a_tracking_server_that_stops_answering_stops_the_study_in_a_line_and_nothing_is_lost(
+    tmp_path: Path,
+) -> None:
+    """The server dies mid-study: once MLflow's retries are spent (shortened here), the study stops with one
+    line, no trial left RUNNING; run again on the server restarted, it writes what it had kept and goes on,
+    and every trial that ended has its run, closed, with its curves."""
+    study = write_study(tmp_path, optuna__n_trials=400)
+    out_dir, home, port = tmp_path / "results", tmp_path / "server", free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+    argv = [*LRBENCH, "study", str(study), "--output", str(out_dir), "--tracking-uri", url]
+    with serving(home, port, stop=signal.SIGKILL):  # the server dies
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+        lines: queue.Queue[str] = queue.Queue()
+        reader = threading.Thread(target=_lines_into, args=(proc.stderr, lines), daemon=True)
+        reader.start()
+        seen = [lines.get(timeout=240) for _ in range(3)]  # the study's first line, then trials
+        assert seen[-1].startswith("[2/400]"), seen
+    try:
+        assert proc.wait(timeout=240) == 2
+    finally:
+        proc.kill()
+    reader.join(timeout=30)
+    rest_of_it = "".join(lines.get() for _ in range(lines.qsize()))
+    lines_out = [line for line in rest_of_it.splitlines() if not line.startswith("[")]
+    notice = f"the tracking server {url} does not answer; MLflow retries"
+    assert any(notice in line for line in lines_out), lines_out
+    error = [line for line in lines_out if line.startswith("lrbench: error:")]
+    assert len(error) == 1 and f"the tracking server {url} stopped answering" in error[0], lines_out
+    assert "Traceback" not in rest_of_it
+    cfg = config.load(study)
+    loc = Locations.resolve(cfg, str(out_dir), None, url)
+    stopped = load_trials(cfg, loc).records
+    assert stopped and not [t for t in stopped if t["state"] == "RUNNING"]
+    ended = len([t for t in stopped if t["state"] in ("COMPLETE", "PRUNED")])
+
+    with serving(home, port):
+        again = lrbench("study", study, "--output", out_dir, "--tracking-uri", url, "--n-trials", ended + 2)
+        assert again.returncode == 0, again.stderr
+        records = load_trials(cfg, loc).records
+        ended_trials = [t for t in records if t["state"] in ("COMPLETE", "PRUNED")]
+        assert len(ended_trials) >= ended + 2
+        for trial in ended_trials:
+            run = rest(url, f"runs/get?run_id={trial['user_attrs']['mlflow_run_id']}")["run"]
+            assert run["info"]["status"] == "FINISHED", trial["number"]
+            keys = {m["key"] for m in run["data"]["metrics"]}
+            assert {"lr", "val/loss", "val/accuracy", "train/loss"} <= keys, (trial["number"], keys)
+    spool = out_dir / "spool" / cfg.name
+    assert not list(spool.glob("*.pkl")) if spool.is_dir() else True
+
+
 def test_smoke_study_against_a_real_tracking_server(mlflow_server: str, tmp_path: Path) -> None:
     out = lrbench("study", SMOKE, "--output", tmp_path, "--tracking-uri", mlflow_server)
     assert out.returncode == 0, out.stderr
+    assert "View run" not in out.stdout  # MLflow's own line for each run that ends: two a trial
     exp = rest(mlflow_server, "experiments/get-by-name?experiment_name=smoke")["experiment"]
     runs = rest(
         mlflow_server, "runs/search", {"experiment_ids": [exp["experiment_id"]], "max_results": 1000}
