@@ -564,7 +564,9 @@ def _no_answer(exc: BaseException) -> str | None:
         link = link.__cause__ or link.__context__
     if not any(isinstance(e, (requests.ConnectionError, requests.Timeout)) for e in chain):
         return None
-    return str(chain[-1]) or type(chain[-1]).__name__
+    # The system's own error where there is one (urllib3 keeps some in its exceptions' arguments).
+    found = [e for link in chain for e in (link, *link.args) if isinstance(e, OSError) and e.errno]
+    return str(found[-1] if found else chain[-1]) or type(chain[-1]).__name__
 
 
 class _RetryNotice(logging.Handler):
@@ -594,7 +596,7 @@ class _RetryNotice(logging.Handler):
         print(
             f"lrbench: the tracking server {shown(self.uri)} does not answer; MLflow retries each request "
             f"for about {self.seconds:.0f} s (MLFLOW_HTTP_REQUEST_MAX_RETRIES, "
-            "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR) before the study stops",
+            "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR) before lrbench gives up",
             file=sys.stderr,
             flush=True,
         )

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import pickle
+import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -228,3 +230,41 @@ def test_a_new_local_store_is_a_copy_of_a_template_made_once(
     assert experiments("b") == experiments("c") == [("0", "Default"), ("1", "study")]
     assert MlflowClient(f"sqlite:///{tmp_path / 'b' / 'mlflow.db'}").get_run(run_id).info.run_name
     assert not list((tmp_path / "b").glob(".mlflow.db.*"))  # the copy was renamed into place
+
+
+def _failed_request(inner: Callable[[], object]) -> BaseException:
+    """What MLflow's client raises for a request that failed: its own exception, raised while handling the
+    error of the request (``inner``)."""
+    try:
+        try:
+            inner()
+        except Exception:
+            raise RuntimeError("API request to http://127.0.0.1/api/2.0/mlflow/runs/create failed")  # noqa: B904
+    except RuntimeError as exc:
+        return exc
+    raise AssertionError("nothing raised")
+
+
+def test_a_server_that_does_not_answer_is_told_by_the_system_error() -> None:
+    import requests
+    import urllib3
+
+    def refused() -> None:
+        with socket.socket() as s:  # a port nobody listens on
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        requests.get(f"http://127.0.0.1:{port}", timeout=5)
+
+    def reset() -> None:
+        try:
+            raise urllib3.exceptions.ProtocolError("Connection aborted.", ConnectionResetError(104, "reset"))
+        except urllib3.exceptions.ProtocolError as exc:
+            raise requests.ConnectionError(exc)  # noqa: B904
+
+    def slow() -> None:
+        raise requests.Timeout("read timed out")
+
+    assert tracking._no_answer(_failed_request(refused)) == "[Errno 111] Connection refused"
+    assert tracking._no_answer(_failed_request(reset)) == "[Errno 104] reset"
+    assert tracking._no_answer(_failed_request(slow)) == "read timed out"
+    assert tracking._no_answer(_failed_request(lambda: 1 / 0)) is None  # an error of another kind
