@@ -791,8 +791,15 @@ class AsyncTracker:
             future.result()
 
     def close(self) -> None:
+        """Every write made, then the writer stopped. Interrupted while it waits (a second Ctrl-C: a study's
+        first one stops its trials, then it waits here), the writer is stopped at once: what it had not
+        written is in the spool, and the runs it would have closed are closed by the study's next run, as
+        after a process killed outright."""
         try:
             self.flush()
+        except KeyboardInterrupt:
+            _stop_writer(self._pool)
+            raise
         except BaseException:
             self._pool.shutdown(wait=True)
             raise

@@ -154,6 +154,25 @@ def test_a_prestarted_writer_is_taken_up_or_stopped(tmp_path: Path) -> None:
     assert tracking._PRESTARTED is None and not any(p.is_alive() for p in procs)
 
 
+def test_ctrl_c_while_the_writer_is_waited_for_stops_it_at_once(tmp_path: Path) -> None:
+    """Interrupted while closing (a second Ctrl-C), the tracker stops its writer rather than waiting for
+    what the writer is still doing (here a minute's sleep): what it had not written is in the spool."""
+    import os
+    import signal
+    import threading
+    import time
+
+    writer = AsyncTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "ctrl-c", tmp_path / "spool")
+    writer._submit(time.sleep, 60)
+    procs = list(writer._pool._processes.values())
+    threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        writer.close()
+    assert time.monotonic() - start < 30
+    assert procs and not any(p.is_alive() for p in procs)
+
+
 def test_a_local_store_is_written_in_wal_mode_and_closed_into_one_file(tmp_path: Path) -> None:
     """The tracking database takes commits in WAL mode without waiting for the disk; other SQLite databases
     in the process keep their settings; close() leaves one self-contained file, and the store reopens."""
