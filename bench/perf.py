@@ -33,6 +33,7 @@ import multiprocessing
 import os
 import platform
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -510,43 +511,46 @@ def full_benchmark(device: str, ks: list[int], out_dir: Path) -> str:
 
 
 @contextlib.contextmanager
-def _mlflow_server(home: Path) -> Iterator[str]:
-    """``mlflow server`` on a free loopback port, as MLflow starts it by default (uvicorn, 4 workers), with
-    a SQLite store in home; stopped (its whole process group) afterwards."""
-    import signal
+def mlflow_server(
+    home: Path, port: int | None = None, stop: int = signal.SIGTERM, settle: float = 0.0
+) -> Iterator[str]:
+    """``mlflow server`` on 127.0.0.1 (a free port unless given), as MLflow starts it by default (uvicorn, 4
+    workers), with a SQLite store in home; yields its URL once it answers and ``settle`` seconds more (its
+    background job workers start for some seconds after it answers). Stopped by the signal ``stop`` to its
+    whole process group, and killed if it has not stopped in 30 s. The tests use it too."""
     import socket
     import urllib.request
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    if port is None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
     url = f"http://127.0.0.1:{port}"
-    argv = [
-        str(Path(sys.executable).with_name("mlflow")),
-        "server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    argv += ["--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}", "--artifacts-destination", str(home)]
+    argv = [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1"]
+    argv += ["--port", str(port), "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}"]
+    argv += ["--artifacts-destination", str(home / "artifacts")]
     proc = subprocess.Popen(
         argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
     try:
         for _ in range(240):
             try:
-                with urllib.request.urlopen(f"{url}/health", timeout=1):
-                    break
+                with urllib.request.urlopen(f"{url}/health", timeout=1) as resp:
+                    if resp.status == 200:
+                        break
             except OSError:
                 time.sleep(0.5)
         else:
             raise RuntimeError("mlflow server did not start in 120 s")
-        time.sleep(15)  # its background job workers start for some seconds after it answers
+        time.sleep(settle)
         yield url
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+        os.killpg(proc.pid, stop)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
 
 
 def server_benchmark(rounds: int, out_dir: Path) -> str:
@@ -558,7 +562,7 @@ def server_benchmark(rounds: int, out_dir: Path) -> str:
     settings = [1, Tracker.REQUESTS]
     walls: dict[int, list[float]] = {n: [] for n in settings}
     trials = 0
-    with tempfile.TemporaryDirectory() as tmp, _mlflow_server(Path(tmp) / "server") as url:
+    with tempfile.TemporaryDirectory() as tmp, mlflow_server(Path(tmp) / "server", settle=15) as url:
         for r in range(rounds):
             for n in settings if r % 2 == 0 else settings[::-1]:
                 print(f"  round {r + 1}, {n} request(s) at once ...", file=sys.stderr, flush=True)

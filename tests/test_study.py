@@ -3,7 +3,6 @@ a killed worker, and every bad-definition case."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import queue
@@ -23,7 +22,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from bench import config, schedules
+from bench import config, perf, schedules
 from bench.cli import main, parse_value
 from bench.config import Locations
 from bench.study import load_trials, open_storage
@@ -62,51 +61,8 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with serving(tmp_path_factory.mktemp("mlflow-server"), free_port()) as url:
+    with perf.mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as url:
         yield url
-
-
-@contextlib.contextmanager
-def serving(home: Path, port: int, stop: int = signal.SIGTERM) -> Iterator[str]:
-    """``mlflow server`` on 127.0.0.1:port with its store in home, as MLflow starts it by default; stopped
-    by the signal ``stop`` (to its whole process group), then killed if it has not stopped in 30 s."""
-    exe = Path(sys.executable).with_name("mlflow")
-    proc = subprocess.Popen(
-        [
-            str(exe),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{home / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(home / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(240):
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=1) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            raise RuntimeError("mlflow server did not start in 120 s")
-        yield url
-    finally:
-        os.killpg(proc.pid, stop)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
 
 
 def rest(url: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -195,7 +151,7 @@ def test_a_tracking_server_that_stops_answering_stops_the_study_in_a_line_and_no
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
     argv = [*LRBENCH, "study", str(study), "--output", str(out_dir), "--tracking-uri", url]
-    with serving(home, port, stop=signal.SIGKILL):  # the server dies
+    with perf.mlflow_server(home, port, stop=signal.SIGKILL):  # the server dies
         proc = subprocess.Popen(argv, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
         lines: queue.Queue[str] = queue.Queue()
         reader = threading.Thread(target=_lines_into, args=(proc.stderr, lines), daemon=True)
@@ -220,7 +176,7 @@ def test_a_tracking_server_that_stops_answering_stops_the_study_in_a_line_and_no
     assert stopped and not [t for t in stopped if t["state"] == "RUNNING"]
     ended = len([t for t in stopped if t["state"] in ("COMPLETE", "PRUNED")])
 
-    with serving(home, port):
+    with perf.mlflow_server(home, port):
         again = lrbench("study", study, "--output", out_dir, "--tracking-uri", url, "--n-trials", ended + 2)
         assert again.returncode == 0, again.stderr
         records = load_trials(cfg, loc).records
