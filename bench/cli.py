@@ -292,14 +292,13 @@ def cmd_study(args: argparse.Namespace) -> int:
             tracker.close()
     except TrackingServerDown as exc:
         spooled = len(list(tracker.spool.glob("*.pkl"))) if tracker.spool.is_dir() else 0
-        kept = (
-            f", and {spooled} of them are kept under {tracker.spool} until MLflow has them"
-            if spooled
-            else " and in MLflow"
-        )
+        kept = " and in MLflow"
+        if spooled:
+            kept = f"; what MLflow does not have yet of {spooled} trial(s) is kept under {tracker.spool}"
         raise UserError(
             f"{exc}, and the study stopped. The trials that ended are in the study{kept}. Run the same "
-            "command again once the server answers, and the study goes on"
+            f"command again once the server answers{': that is written first,' if spooled else ','} and "
+            "the study goes on"
         ) from None
     if outcome.interrupted:
         print(

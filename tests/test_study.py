@@ -90,8 +90,6 @@ def test_writes_to_a_tracking_server_go_several_at_once_in_order_with_their_erro
     """Against a server, the writer makes up to REQUESTS writes at once (each waits at a barrier that opens
     only when all of them are in flight). Any other call waits for them first; a failed write is raised by
     the next call and keeps its spooled copy."""
-    import threading
-
     from mlflow.exceptions import MlflowException
 
     from bench import tracking
@@ -130,6 +128,7 @@ def test_writes_to_a_tracking_server_go_several_at_once_in_order_with_their_erro
         assert spool.exists()  # for the next run of the study to replay
     finally:
         tracking._WORKER = old
+        server.close()
     local = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "behind")
     assert not local.write_behind(barrier.wait)  # a database store: the caller writes, one at a time
     local.close()
@@ -175,10 +174,14 @@ def test_a_tracking_server_that_stops_answering_stops_the_study_in_a_line_and_no
     stopped = load_trials(cfg, loc).records
     assert stopped and not [t for t in stopped if t["state"] == "RUNNING"]
     ended = len([t for t in stopped if t["state"] in ("COMPLETE", "PRUNED")])
+    spool = out_dir / "spool" / cfg.name
+    kept = len(list(spool.glob("*.pkl"))) if spool.is_dir() else 0
+    assert (f"of {kept} trial(s) is kept under {spool}" in error[0]) == (kept > 0), error
 
     with perf.mlflow_server(home, port):
         again = lrbench("study", study, "--output", out_dir, "--tracking-uri", url, "--n-trials", ended + 2)
         assert again.returncode == 0, again.stderr
+        assert (f"sent {kept} trial(s) to MLflow" in again.stderr) == (kept > 0), again.stderr
         records = load_trials(cfg, loc).records
         ended_trials = [t for t in records if t["state"] in ("COMPLETE", "PRUNED")]
         assert len(ended_trials) >= ended + 2
@@ -187,7 +190,6 @@ def test_a_tracking_server_that_stops_answering_stops_the_study_in_a_line_and_no
             assert run["info"]["status"] == "FINISHED", trial["number"]
             keys = {m["key"] for m in run["data"]["metrics"]}
             assert {"lr", "val/loss", "val/accuracy", "train/loss"} <= keys, (trial["number"], keys)
-    spool = out_dir / "spool" / cfg.name
     assert not list(spool.glob("*.pkl")) if spool.is_dir() else True
 
 
