@@ -1083,6 +1083,37 @@ def test_two_workers_at_once_share_the_journal(tmp_path: Path) -> None:
         assert max(t.intermediate_values.values()) == result["best_val_accuracy"]
 
 
+def test_two_workers_on_a_tracking_server_write_every_trial(mlflow_server: str, tmp_path: Path) -> None:
+    """Two `lrbench study` processes on one study with a tracking server, each writer keeping several
+    requests in flight: every trial has one run, closed with its state and its curves, and nothing is left
+    RUNNING."""
+    study = write_study(tmp_path, name="two-workers")
+    out = tmp_path / "out"
+    argv = [*LRBENCH, "study", str(study), "--output", str(out), "--n-trials", "40"]
+    argv += ["--tracking-uri", mlflow_server]
+    pipe = subprocess.PIPE
+    procs = [subprocess.Popen(argv, cwd=ROOT, stdout=pipe, stderr=pipe, text=True) for _ in range(2)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+    cfg = config.load(study)
+    records = load_trials(cfg, Locations.resolve(cfg, str(out), None, mlflow_server)).records
+    assert len(records) == 40 and {r["state"] for r in records} == {"COMPLETE"}
+    assert len({r["user_attrs"]["worker"] for r in records}) == 2
+    exp = rest(mlflow_server, "experiments/get-by-name?experiment_name=two-workers")["experiment"]
+    body = {"experiment_ids": [exp["experiment_id"]], "max_results": 1000}
+    runs = {r["info"]["run_id"]: r for r in rest(mlflow_server, "runs/search", body)["runs"]}
+    assert not [r for r in runs.values() if r["info"]["status"] == "RUNNING"]
+    for record in records:
+        run = runs[record["user_attrs"]["mlflow_run_id"]]
+        tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+        assert run["info"]["status"] == "FINISHED" and tags["state"] == "COMPLETE"
+        assert tags["trial_number"] == str(record["number"])
+        assert {"lr", "val/loss", "val/accuracy", "train/loss"} <= {m["key"] for m in run["data"]["metrics"]}
+    trial_runs = [r for r in runs.values() if r["info"]["run_name"].startswith("trial-")]
+    assert len(trial_runs) == 40  # one run a trial, none left over
+
+
 def test_ui_prints_the_address_of_the_study_runs_once_the_server_answers(
     smoke_run: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
