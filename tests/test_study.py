@@ -1076,11 +1076,17 @@ def test_two_workers_at_once_share_the_journal(tmp_path: Path) -> None:
     trials = optuna.load_study(study_name="smoke", storage=storage).trials
     assert len(trials) == 40 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     assert len({t.user_attrs["worker"] for t in trials}) == 2
+    runs = {r.info.run_id: r for r in _mlflow_runs(out)}
+    assert not [r for r in runs.values() if r.info.status == "RUNNING"]
+    assert len([r for r in runs.values() if r.info.run_name.startswith("trial-")]) == 40
     for t in trials:
         result = t.user_attrs["result"]
         assert sorted(t.intermediate_values) == [0, 1, 2, 3]
         assert t.intermediate_values[3] == result["final_val_accuracy"]
         assert max(t.intermediate_values.values()) == result["best_val_accuracy"]
+        run = runs[t.user_attrs["mlflow_run_id"]]
+        assert run.info.status == "FINISHED" and run.data.tags["state"] == "COMPLETE"
+        assert {"lr", "val/loss", "val/accuracy", "train/loss"} <= set(run.data.metrics)
 
 
 def test_two_workers_on_a_tracking_server_write_every_trial(mlflow_server: str, tmp_path: Path) -> None:
