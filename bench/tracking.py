@@ -421,9 +421,13 @@ class Tracker:
         Returns the labels of runs without curves yet (:func:`bench.report.summary_figure`)."""
         from bench.report import summary_figure
 
-        curves = {
-            label: (self.history(run_id, "lr"), self.history(run_id, key)) for label, run_id in runs.items()
-        }
+        wanted = [(run_id, k) for run_id in runs.values() for k in ("lr", key)]
+        if self._requests is None:
+            read = [self.history(run_id, k) for run_id, k in wanted]
+        else:  # a tracking server: several requests at once, as for the writes
+            read = list(self._requests.map(lambda rk: self.history(*rk), wanted))
+        got = dict(zip(wanted, read, strict=True))
+        curves = {label: (got[run_id, "lr"], got[run_id, key]) for label, run_id in runs.items()}
         return summary_figure(curves, metric, path)
 
 

@@ -85,7 +85,7 @@ def test_a_worker_that_loses_the_race_for_the_experiment_takes_the_winners(mlflo
 
 
 def test_writes_to_a_tracking_server_go_several_at_once_in_order_with_their_errors(
-    mlflow_server: str, tmp_path: Path
+    mlflow_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Against a server, the writer makes up to REQUESTS writes at once (each waits at a barrier that opens
     only when all of them are in flight). Any other call waits for them first; a failed write is raised by
@@ -115,6 +115,11 @@ def test_writes_to_a_tracking_server_go_several_at_once_in_order_with_their_erro
         for n, run_id in enumerate(run_ids):  # each read waits for the writes before it
             assert tracking._call("history", (run_id, "lr"), None) == [(s, 0.1 * s + n) for s in range(5)]
         assert not any(spool.exists() for spool in spools)
+        # The summary figure's curves, read several at once, each under its own run's label.
+        drawn: dict[str, Any] = {}
+        monkeypatch.setattr("bench.report.summary_figure", lambda curves, *_: drawn.update(curves) or [])
+        server.summary_figure({f"#{n}": run_id for n, run_id in enumerate(run_ids)}, "val/loss", "", tmp_path)
+        assert drawn == {f"#{n}": ([(s, 0.1 * s + n) for s in range(5)], []) for n in range(3)}
         gate, written = threading.Event(), []
         server.write_behind(lambda: written.append(gate.wait(30)))
         threading.Timer(0.5, gate.set).start()
