@@ -392,8 +392,11 @@ class Tracker:
 
     def close_orphans(self, trials: Mapping[str, tuple[str, str | None, str | None]]) -> int:
         """Close trial runs left RUNNING by a process that died. ``trials`` maps each trial number to its
-        Optuna state, MLflow run id and failure. A run whose trial is still RUNNING belongs to a live worker
-        and is left alone; one whose trial died (FAIL) is KILLED; one whose trial finished keeps its state."""
+        Optuna state, MLflow run id and failure, as the study's storage had them when this process opened
+        it. A trial is stored before its run is created, so a run whose trial is not in ``trials`` belongs
+        to a worker that asked the trial since (or to another study of the same name): it is left alone, as
+        is one whose trial is still RUNNING (a live worker's) or is owned by another run. A run whose trial
+        died (FAIL) is KILLED; one whose trial finished keeps its state."""
         runs = self.client.search_runs(
             [self.experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=5000
         )
@@ -402,13 +405,13 @@ class Tracker:
             if run.data.tags.get("lrbench.role") == "study":
                 continue
             run_id = run.info.run_id
-            state, owner_run, failure = trials.get(run.data.tags.get("trial_number", ""), (None, None, None))
-            if state == "RUNNING":
+            known = trials.get(run.data.tags.get("trial_number", ""))
+            if known is None:
                 continue
-            if state is None or (owner_run is not None and owner_run != run_id):
-                self.close_run(run_id, "KILLED", "orphaned run: no trial owns it")
-            else:
-                self.close_run(run_id, "KILLED" if state == "FAIL" else state, failure)
+            state, owner_run, failure = known
+            if state == "RUNNING" or (owner_run is not None and owner_run != run_id):
+                continue
+            self.close_run(run_id, "KILLED" if state == "FAIL" else state, failure)
             closed += 1
         return closed
 

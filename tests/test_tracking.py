@@ -154,6 +154,28 @@ def test_a_prestarted_writer_is_taken_up_or_stopped(tmp_path: Path) -> None:
     assert tracking._PRESTARTED is None and not any(p.is_alive() for p in procs)
 
 
+def test_only_runs_of_trials_known_to_have_ended_are_closed(tmp_path: Path) -> None:
+    """A worker opening a study closes the runs that a dead process left RUNNING, as its snapshot of the
+    study's trials says; a run of a trial asked since (by a live worker) or owned by another run is left
+    alone (another worker's run was KILLED when its trial was asked just after the snapshot)."""
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "orphans")
+    tracker.open_parent("orphans", None, {})
+    ids = tracker.start_trials("orphans", [(n, "StepLR") for n in range(5)])
+    snapshot = {
+        "0": ("FAIL", None, "worker process died (killed?)"),  # died before its tell
+        "1": ("COMPLETE", ids[1], None),  # told; its writes not yet made
+        "2": ("RUNNING", ids[2], None),  # a live worker's
+        # "3": asked by a live worker after the snapshot was taken
+        "4": ("COMPLETE", "another-run", None),
+    }
+    assert tracker.close_orphans(snapshot) == 2
+    runs = {n: tracker.client.get_run(run_id) for n, run_id in enumerate(ids)}
+    assert [runs[n].info.status for n in range(5)] == ["KILLED", "FINISHED", "RUNNING", "RUNNING", "RUNNING"]
+    assert runs[0].data.tags["failure"] == "worker process died (killed?)"
+    assert runs[1].data.tags["state"] == "COMPLETE"
+    tracker.close()
+
+
 def test_ctrl_c_while_the_writer_is_waited_for_stops_it_at_once(tmp_path: Path) -> None:
     """Interrupted while closing (a second Ctrl-C), the tracker stops its writer rather than waiting for
     what the writer is still doing (here a minute's sleep): what it had not written is in the spool."""
