@@ -217,9 +217,8 @@ class Tracker:
     server, runs are created and finished trials written by up to ``REQUESTS`` requests at once
     (:meth:`start_trials`, :meth:`write_behind`): the default study runs 2x as fast as with one at a time
     here (``python -m bench.perf server``, the server sharing the two cores), and more is to be had where
-    the round trip is longer. ``LRBENCH_TRACKING_REQUESTS`` sets how many (1: one at
-    a time). A database store is written one request at a time (SQLite takes one writer anyway, and its
-    work holds the GIL)."""
+    the round trip is longer. ``LRBENCH_TRACKING_REQUESTS`` sets how many (1: one at a time). A database
+    store is written one request at a time (SQLite takes one writer anyway, and its work holds the GIL)."""
 
     # Within MLflow's HTTP connection pool (MLFLOW_HTTP_POOL_MAXSIZE, 10 by default).
     REQUESTS = 8
@@ -244,14 +243,14 @@ class Tracker:
                     self.client.restore_experiment(self.experiment_id)
         self.parent_id: str | None = None
         self.requests = 1
-        self._requests: ThreadPoolExecutor | None = None
+        self._threads: ThreadPoolExecutor | None = None  # the requests in flight, against a server
         if is_tracking_server(tracking_uri):
             self.requests = _requests_setting(self.REQUESTS)
-            self._requests = ThreadPoolExecutor(self.requests, thread_name_prefix="lrbench-mlflow")
+            self._threads = ThreadPoolExecutor(self.requests, thread_name_prefix="lrbench-mlflow")
         self._behind: list[Future[None]] = []  # writes in flight (write_behind)
         self.uri = tracking_uri
         self.down: str | None = None  # why the tracking server is taken to be down (see bench.tracking._call)
-        if self._requests is not None:
+        if self._threads is not None:
             _announce_retries(tracking_uri)
 
     def _create_experiment(self, name: str, tracking_uri: str) -> str:
@@ -282,10 +281,10 @@ class Tracker:
         this returns True as soon as it has a place (after raising the first error of the writes before it);
         for a database store it returns False and the caller writes. Writes made this way must not depend
         on each other's order: :meth:`wait_behind` is the barrier."""
-        if self._requests is None:
+        if self._threads is None:
             return False
         self._collect(block=len(self._behind) >= self.requests)
-        self._behind.append(self._requests.submit(write))
+        self._behind.append(self._threads.submit(write))
         return True
 
     def wait_behind(self) -> None:
@@ -353,9 +352,9 @@ class Tracker:
 
     def start_trials(self, study: str, trials: Sequence[tuple[int, str]]) -> list[str]:
         """The trials' runs, in order; against a tracking server, created by several requests at once."""
-        if self._requests is None or len(trials) < 2:
+        if self._threads is None or len(trials) < 2:
             return [self.start_trial(study, number, scheduler) for number, scheduler in trials]
-        return list(self._requests.map(lambda t: self.start_trial(study, *t), trials))
+        return list(self._threads.map(lambda t: self.start_trial(study, *t), trials))
 
     def finish_trial(
         self,
@@ -425,10 +424,10 @@ class Tracker:
         from bench.report import summary_figure
 
         wanted = [(run_id, k) for run_id in runs.values() for k in ("lr", key)]
-        if self._requests is None:
+        if self._threads is None:
             read = [self.history(run_id, k) for run_id, k in wanted]
         else:  # a tracking server: several requests at once, as for the writes
-            read = list(self._requests.map(lambda rk: self.history(*rk), wanted))
+            read = list(self._threads.map(lambda rk: self.history(*rk), wanted))
         got = dict(zip(wanted, read, strict=True))
         curves = {label: (got[run_id, "lr"], got[run_id, key]) for label, run_id in runs.items()}
         return summary_figure(curves, metric, path)
