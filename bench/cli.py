@@ -291,7 +291,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         finally:
             tracker.close()
     except TrackingServerDown as exc:
-        spooled = len(list(tracker.spool.glob("*.pkl"))) if tracker.spool.is_dir() else 0
+        spooled = len(tracker.spooled())
         kept = " and in MLflow"
         if spooled:
             kept = f"; what MLflow does not have yet of {spooled} trial(s) is kept under {tracker.spool}"

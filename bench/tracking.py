@@ -631,7 +631,7 @@ def _call(method: str, args: tuple[Any, ...], spooled: str | None) -> Any:
         try:
             out = getattr(worker, method)(*args)
         except Exception as exc:
-            reason = _no_answer(exc) if is_tracking_server(worker.uri) else None
+            reason = _no_answer(exc)  # only a request to a server fails this way
             if reason is None:
                 raise
             from bench.config import shown
@@ -766,13 +766,17 @@ class AsyncTracker:
         tmp.replace(path)
         self._defer(_call, "finish_trial", record, str(path))
 
+    def spooled(self) -> list[Path]:
+        """The trials' final writes kept in the spool: not yet in MLflow (or not known to be)."""
+        return sorted(self.spool.glob("*.pkl")) if self.spool.is_dir() else []
+
     def replay_spool(self) -> int:
         """Send what a killed process had spooled but not written (in the background: the writer takes
         calls in order, so these land before anything submitted later); returns how many trials."""
         import pickle
 
         done = 0
-        for path in sorted(self.spool.glob("*.pkl")) if self.spool.is_dir() else []:
+        for path in self.spooled():
             record = pickle.loads(path.read_bytes())  # (run_id, state, params, points, failure, timestamp)
             self.submit("finish_trial", *record, spooled=path)
             done += 1
