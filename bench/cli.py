@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 from bench import schedules
 from bench.config import shown
 from bench.errors import TrackingServerDown, UserError
-from bench.tracking import is_tracking_server
+from bench.tracking import is_tracking_server, stopped_answering
 
 
 class _Parser(argparse.ArgumentParser):
@@ -515,6 +515,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Output piped into `head` and the like: stop quietly.
         sys.stderr.close()
         return 0
+    except Exception as exc:
+        uri = getattr(args, "tracking_uri", None) or ""
+        if not is_tracking_server(uri):
+            raise
+        down = stopped_answering(uri, exc)  # in the middle of an export, say (a study handles its own)
+        if down is None:
+            raise
+        print(f"lrbench: error: {down}; run the same command again once it answers", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

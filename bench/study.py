@@ -18,6 +18,7 @@ import socket
 import sys
 import threading
 import time
+import uuid
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator
@@ -347,14 +348,21 @@ _SEEDED_AT: weakref.WeakKeyDictionary[optuna.Study, int] = weakref.WeakKeyDictio
 def open_study(cfg: StudyConfig, loc: Locations) -> optuna.Study:
     """Create the study or load it, refusing to resume one whose comparable definition changed."""
     storage = open_storage(loc.storage)
-    study = optuna.create_study(
+    settings: dict[str, Any] = dict(
         storage=storage,
         study_name=cfg.name,
-        direction=cfg.direction,  # type: ignore[arg-type]
+        direction=cfg.direction,
         sampler=_sampler(cfg),
         pruner=_pruner(cfg),
-        load_if_exists=True,
     )
+    try:
+        study = optuna.create_study(**settings)
+        # Tells this study's MLflow runs from those of another study of the same name (another storage) on
+        # the same tracking store. Stored by the one worker that created the study (a storage creates a
+        # study once), first thing, so that workers starting together all tag their runs with it.
+        study.set_user_attr("study_uid", uuid.uuid4().hex)
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.create_study(**settings, load_if_exists=True)
     # The number the first trial this worker asks will have, unless another worker asks first (then its
     # first batch reseeds the sampler: _ask).
     existing = len(study.get_trials(deepcopy=False))
@@ -362,7 +370,8 @@ def open_study(cfg: StudyConfig, loc: Locations) -> optuna.Study:
         study.sampler = _sampler(cfg, resumed_at=existing)
     _SEEDED_AT[study] = existing
     definition = _canonical(cfg.comparable())
-    stored = study.user_attrs.get("definition")
+    attrs = _study_attrs(study)
+    stored = attrs.get("definition")
     if stored is None:
         study.set_user_attr("definition", definition)
     elif stored != definition:
@@ -375,9 +384,26 @@ def open_study(cfg: StudyConfig, loc: Locations) -> optuna.Study:
     return study
 
 
-def reclaim(study: optuna.Study, tracker: Any) -> int:
+def _study_attrs(study: optuna.Study) -> dict[str, Any]:
+    """The study's user attributes once its creator has stored its uid. A worker that loads a study just
+    created waits for it (briefly: the creator stores it right after creating the study, before the
+    definition); a study that has a definition but no uid was created before lrbench kept one, and gets one
+    now (as does a study whose creator died in between)."""
+    deadline = time.monotonic() + 5
+    attrs = study.user_attrs
+    while not {"study_uid", "definition"} & attrs.keys() and time.monotonic() < deadline:
+        time.sleep(0.05)
+        attrs = study.user_attrs
+    if "study_uid" not in attrs:
+        study.set_user_attr("study_uid", uuid.uuid4().hex)
+        attrs = study.user_attrs
+    return attrs
+
+
+def reclaim(study: optuna.Study, tracker: Any, uid: str) -> int:
     """Close what a killed process left behind: its RUNNING trials become FAIL (trials of live workers are
-    left alone), and the writer then closes the MLflow runs still RUNNING to match (in the background)."""
+    left alone), and the writer then closes the study's (``uid``) MLflow runs still RUNNING to match (in
+    the background)."""
     closed = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if worker_alive(trial.user_attrs.get("worker")) is False:
@@ -389,7 +415,7 @@ def reclaim(study: optuna.Study, tracker: Any) -> int:
         str(t.number): (t.state.name, t.user_attrs.get("mlflow_run_id"), t.user_attrs.get("failure"))
         for t in study.get_trials(deepcopy=False)
     }
-    tracker.submit("close_orphans", trials)
+    tracker.submit("close_orphans", uid, trials)
     return closed
 
 
@@ -502,12 +528,16 @@ def _run(
     replayed = tracker.replay_spool()
     if replayed:
         print(f"sent {replayed} trial(s) to MLflow that an earlier run kept in its spool", file=sys.stderr)
-    reclaimed = reclaim(study, tracker)
+    attrs = study.user_attrs
+    reclaimed = reclaim(study, tracker, attrs["study_uid"])
     if reclaimed:
         print(f"closed {reclaimed} trial(s) left RUNNING by a process that died", file=sys.stderr)
     # The writer opens the parent run while the first trials are sampled and trained.
     parent = tracker.open_parent(
-        cfg.name, study.user_attrs.get("mlflow_parent_run_id"), {"n_trials": target, "dataset": cfg.task.name}
+        cfg.name,
+        attrs.get("mlflow_parent_run_id"),
+        {"n_trials": target, "dataset": cfg.task.name},
+        attrs["study_uid"],
     )
     tracker.submit("log_parent_artifacts", [], {"study.yaml": cfg.to_yaml()})
 

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 # mlflow is imported where a Tracker is made: the study process then never pays for importing it (about
 # two seconds here), only the writer process does. This module stays the only one that imports mlflow.
 PARENT_RUN_TAG = "mlflow.parentRunId"  # mlflow.utils.mlflow_tags.MLFLOW_PARENT_RUN_ID
+STUDY_UID_TAG = "lrbench.study_uid"  # one study's runs, apart from another's of the same name
 Point = tuple[str, float, int]  # (metric key, value, step)
 
 
@@ -242,6 +243,7 @@ class Tracker:
                 if found.lifecycle_stage == "deleted":
                     self.client.restore_experiment(self.experiment_id)
         self.parent_id: str | None = None
+        self.uid = ""  # the study's (open_parent)
         self.requests = 1
         self._threads: ThreadPoolExecutor | None = None  # the requests in flight, against a server
         if is_tracking_server(tracking_uri):
@@ -303,20 +305,32 @@ class Tracker:
             self._behind = []
             raise errors[0]
 
+    def _each(self, request: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+        """``request`` made for each item, the answers in order: against a tracking server, by up to
+        ``REQUESTS`` requests at once."""
+        if self._threads is None or len(items) < 2:
+            return [request(item) for item in items]
+        return list(self._threads.map(request, items))
+
     # --- the parent run ----------------------------------------------------------------------------------
 
-    def open_parent(self, study: str, existing_run_id: str | None, params: Mapping[str, Any]) -> str:
-        """Reopen the study's parent run (a resumed study keeps one parent) or create it."""
+    def open_parent(
+        self, study: str, existing_run_id: str | None, params: Mapping[str, Any], uid: str
+    ) -> str:
+        """Reopen the study's parent run (a resumed study keeps one parent) or create it. ``uid`` tells the
+        study apart from others of the same name (in other storages) that share its experiment: the parent
+        and every trial run carry it (``STUDY_UID_TAG``)."""
+        self.uid = uid
         if existing_run_id is not None:
             try:
                 self.client.update_run(existing_run_id, status="RUNNING")
+                self.client.set_tag(existing_run_id, STUDY_UID_TAG, uid)
                 self.parent_id = existing_run_id
                 return existing_run_id
             except Exception:  # the run was deleted from the store: start a new parent
                 pass
-        run = self.client.create_run(
-            self.experiment_id, run_name=f"study {study}", tags={"study": study, "lrbench.role": "study"}
-        )
+        tags = {"study": study, "lrbench.role": "study", STUDY_UID_TAG: uid}
+        run = self.client.create_run(self.experiment_id, run_name=f"study {study}", tags=tags)
         self.parent_id = run.info.run_id
         self.client.log_batch(self.parent_id, params=_params(params))
         return self.parent_id
@@ -340,6 +354,7 @@ class Tracker:
         assert self.parent_id is not None
         tags = {
             PARENT_RUN_TAG: self.parent_id,
+            STUDY_UID_TAG: self.uid,
             "scheduler": scheduler,
             "study": study,
             "trial_number": str(number),
@@ -352,9 +367,7 @@ class Tracker:
 
     def start_trials(self, study: str, trials: Sequence[tuple[int, str]]) -> list[str]:
         """The trials' runs, in order; against a tracking server, created by several requests at once."""
-        if self._threads is None or len(trials) < 2:
-            return [self.start_trial(study, number, scheduler) for number, scheduler in trials]
-        return list(self._threads.map(lambda t: self.start_trial(study, *t), trials))
+        return self._each(lambda t: self.start_trial(study, *t), trials)
 
     def finish_trial(
         self,
@@ -389,23 +402,24 @@ class Tracker:
         self.client.log_batch(run_id, tags=_tags(state, failure))
         self.client.set_terminated(run_id, status=RUN_STATUS[state])
 
-    def close_orphans(self, trials: Mapping[str, tuple[str, str | None, str | None]]) -> int:
-        """Close trial runs left RUNNING by a process that died. ``trials`` maps each trial number to its
-        Optuna state, MLflow run id and failure, as the study's storage had them when this process opened
-        it. A trial is stored before its run is created, so a run whose trial is not in ``trials`` belongs
-        to a worker that asked the trial since (or to another study of the same name): it is left alone, as
-        is one whose trial is still RUNNING (a live worker's) or is owned by another run. A run whose trial
-        died (FAIL) is KILLED; one whose trial finished keeps its state."""
+    def close_orphans(self, uid: str, trials: Mapping[str, tuple[str, str | None, str | None]]) -> int:
+        """Close trial runs of the study ``uid`` left RUNNING by a process that died (runs of another study
+        of the same name, which shares the experiment, are left alone). ``trials`` maps each trial number to
+        its Optuna state, MLflow run id and failure, as the study's storage had them when this process
+        opened it. A trial is stored before its run is created, so a run whose trial is not in ``trials``
+        belongs to a worker that asked the trial since: it is left alone, as is one whose trial is still
+        RUNNING (a live worker's) or is owned by another run. A run whose trial died (FAIL) is KILLED; one
+        whose trial finished keeps its state."""
         runs = self.client.search_runs(
-            [self.experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=5000
+            [self.experiment_id],
+            filter_string=f"attributes.status = 'RUNNING' and tags.`{STUDY_UID_TAG}` = '{uid}'",
+            max_results=5000,
         )
         closed = 0
         for run in runs:
-            if run.data.tags.get("lrbench.role") == "study":
-                continue
             run_id = run.info.run_id
             known = trials.get(run.data.tags.get("trial_number", ""))
-            if known is None:
+            if known is None:  # a run of a trial asked since, or the study's parent run (no trial number)
                 continue
             state, owner_run, failure = known
             if state == "RUNNING" or (owner_run is not None and owner_run != run_id):
@@ -424,11 +438,7 @@ class Tracker:
         from bench.report import summary_figure
 
         wanted = [(run_id, k) for run_id in runs.values() for k in ("lr", key)]
-        if self._threads is None:
-            read = [self.history(run_id, k) for run_id, k in wanted]
-        else:  # a tracking server: several requests at once, as for the writes
-            read = list(self._threads.map(lambda rk: self.history(*rk), wanted))
-        got = dict(zip(wanted, read, strict=True))
+        got = dict(zip(wanted, self._each(lambda rk: self.history(*rk), wanted), strict=True))
         curves = {label: (got[run_id, "lr"], got[run_id, key]) for label, run_id in runs.items()}
         return summary_figure(curves, metric, path)
 
@@ -575,6 +585,17 @@ def _no_answer(exc: BaseException) -> str | None:
     return str(found[-1] if found else chain[-1]) or type(chain[-1]).__name__
 
 
+def stopped_answering(tracking_uri: str, exc: BaseException) -> str | None:
+    """Where ``exc`` is MLflow giving up on the tracking server ``tracking_uri`` (:func:`_no_answer`), what
+    to tell the user; else None."""
+    from bench.config import shown
+
+    reason = _no_answer(exc)
+    if reason is None:
+        return None
+    return f"the tracking server {shown(tracking_uri)} stopped answering ({reason})"
+
+
 class _RetryNotice(logging.Handler):
     """While MLflow retries requests to a tracking server that does not answer (for minutes, by default),
     the study prints nothing: one line says so, at most once a minute."""
@@ -631,13 +652,11 @@ def _call(method: str, args: tuple[Any, ...], spooled: str | None) -> Any:
         try:
             out = getattr(worker, method)(*args)
         except Exception as exc:
-            reason = _no_answer(exc)  # only a request to a server fails this way
-            if reason is None:
+            down = stopped_answering(worker.uri, exc)  # only a request to a server fails this way
+            if down is None:
                 raise
-            from bench.config import shown
-
-            worker.down = f"the tracking server {shown(worker.uri)} stopped answering ({reason})"
-            raise TrackingServerDown(worker.down) from None
+            worker.down = down
+            raise TrackingServerDown(down) from None
         if spooled:
             Path(spooled).unlink(missing_ok=True)  # written: the spooled copy is no longer needed
         return out
@@ -725,10 +744,12 @@ class AsyncTracker:
         self._submit_deferred()
         return self.submit(method, *args).result()
 
-    def open_parent(self, study: str, existing_run_id: str | None, params: Mapping[str, Any]) -> Any:
+    def open_parent(
+        self, study: str, existing_run_id: str | None, params: Mapping[str, Any], uid: str
+    ) -> Any:
         """Submitted, not waited for: returns the future of the parent run's id. The writer keeps the id
-        for the trial runs it creates after it."""
-        return self.submit("open_parent", study, existing_run_id, params)
+        (and ``uid``) for the trial runs it creates after it."""
+        return self.submit("open_parent", study, existing_run_id, params, uid)
 
     def start_trials(self, study: str, trials: Sequence[tuple[int, str]]) -> Any:
         """Submitted, not waited for: returns the future of the trials' run ids.

@@ -148,6 +148,18 @@ def test_console_script_and_module_entry_point() -> None:
         assert out.returncode == 2 and out.stderr.startswith("lrbench: error: unknown scheduler")
 
 
+def test_output_piped_into_a_reader_that_stops_ends_quietly() -> None:
+    """`lrbench schedule ... | head` stops quietly when head has read its lines: no broken-pipe traceback."""
+    lrbench = str(Path(sys.executable).with_name("lrbench"))
+    argv = [lrbench, "schedule", "StepLR", "--epochs", "500", "--steps-per-epoch", "20", "--format", "csv"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.read(13) == b"step,epoch,lr"
+    proc.stdout.close()  # what head does once it has its lines
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0 and "Traceback" not in err, err
+
+
 def test_help_and_the_registry_do_not_import_torch() -> None:
     """`lrbench --help` and `lrbench schedules` answer at once: torch (seconds to import) is imported where
     a schedule is built or a model trained."""

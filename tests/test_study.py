@@ -25,6 +25,7 @@ import yaml
 from bench import config, perf, schedules
 from bench.cli import main, parse_value
 from bench.config import Locations
+from bench.errors import UserError
 from bench.study import load_trials, open_storage
 from bench.tracking import expand_curve
 
@@ -101,7 +102,7 @@ def test_writes_to_a_tracking_server_go_several_at_once_in_order_with_their_erro
     for _ in range(server.requests):
         assert server.write_behind(barrier.wait)
     server.wait_behind()  # a BrokenBarrierError had the writes gone one at a time
-    server.open_parent("behind", None, {})
+    server.open_parent("behind", None, {}, "uid")
     run_ids = server.start_trials("behind", [(n, "StepLR") for n in range(3)])
     assert len(set(run_ids)) == 3
     spools = [tmp_path / f"{run_id}.pkl" for run_id in run_ids]
@@ -389,6 +390,24 @@ print("torch" in sys.modules)
     assert board.read_bytes() == content
 
 
+def test_a_tracking_server_that_stops_answering_during_an_export_is_one_line(
+    smoke_run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A tracking server that answered lrbench's first check and then stops answering (here nothing
+    listens on its port past the check) ends an export in one line, not in MLflow's traceback."""
+    from bench import cli
+
+    monkeypatch.setattr(cli, "_check_given_stores", lambda args: None)  # as if the server had answered it
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    url = f"http://127.0.0.1:{free_port()}"
+    assert main(["export", str(SMOKE), "--output", str(smoke_run), "--tracking-uri", url]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"lrbench: error: the tracking server {url} stopped answering ([Errno 111] Connection refused); "
+        "run the same command again once it answers"
+    ], err
+
+
 def test_workers_that_open_a_study_together_draw_different_points(tmp_path: Path) -> None:
     """Two workers open a new study before either asks (same sampler seed): the second to ask reseeds from
     its first trial's number, while a lone worker draws what it always drew."""
@@ -406,6 +425,27 @@ def test_workers_that_open_a_study_together_draw_different_points(tmp_path: Path
     a, b = study_module.open_study(cfg, loc), study_module.open_study(cfg, loc)
     assert first_point(a) == alone  # the first to ask keeps the study's seed
     assert first_point(b) != alone
+
+
+def test_a_study_keeps_one_uid_which_another_output_dir_does_not_share(tmp_path: Path) -> None:
+    """The uid that tags a study's MLflow runs: stored by the worker that creates the study and read by
+    every worker that opens it; a study of the same name in another output dir has its own; a study stored
+    before lrbench kept one (a definition, no uid) gets one when opened, without waiting for a creator."""
+    from bench import study as study_module
+
+    cfg = config.load(SMOKE)
+    loc = Locations.resolve(cfg, output=str(tmp_path / "one"))
+    first = study_module.open_study(cfg, loc).user_attrs["study_uid"]
+    assert study_module.open_study(cfg, loc).user_attrs["study_uid"] == first
+    other = Locations.resolve(cfg, output=str(tmp_path / "two"))
+    assert study_module.open_study(cfg, other).user_attrs["study_uid"] != first
+
+    older = Locations.resolve(cfg, output=str(tmp_path / "older"))
+    stored = optuna.create_study(storage=open_storage(older.storage), study_name=cfg.name)
+    stored.set_user_attr("definition", study_module._canonical(cfg.comparable()))
+    start = time.monotonic()
+    uid = study_module.open_study(cfg, older).user_attrs["study_uid"]
+    assert uid and uid != first and time.monotonic() - start < 5
 
 
 def test_rerun_resumes_to_the_asked_total(smoke_run: Path) -> None:
@@ -638,7 +678,10 @@ def _start_and_wait_for_a_running_trial(study: Path, out: Path) -> subprocess.Po
     while time.monotonic() < deadline:
         time.sleep(0.5)
         if (out / "optuna.journal").exists():
-            states = _optuna_states(study, out)
+            try:
+                states = _optuna_states(study, out)
+            except UserError:  # the journal is there, the study's creation not yet in it
+                continue
             # a trial in the middle of training, with its MLflow run, after at least one finished trial
             if (
                 sum(s == "COMPLETE" for s, _ in states) >= 1
@@ -1063,6 +1106,15 @@ def test_journal_file_reads_the_file_again_only_when_it_grew(
     assert reads
 
 
+def _two_workers(argv: list[str]) -> None:
+    """Two processes of ``argv`` at once, both ending well."""
+    pipe = subprocess.PIPE
+    procs = [subprocess.Popen(argv, cwd=ROOT, stdout=pipe, stderr=pipe, text=True) for _ in range(2)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+
+
 def test_two_workers_at_once_share_the_journal(tmp_path: Path) -> None:
     """Two `lrbench study` processes run one study at the same time, each holding its reports and reading
     the other's writes: together they reach the total, and every trial has each epoch's report, the last
@@ -1072,11 +1124,7 @@ def test_two_workers_at_once_share_the_journal(tmp_path: Path) -> None:
 
     out = tmp_path / "out"
     argv = [*LRBENCH, "study", str(SMOKE), "--output", str(out), "--n-trials", "40"]
-    pipe = subprocess.PIPE
-    procs = [subprocess.Popen(argv, cwd=ROOT, stdout=pipe, stderr=pipe, text=True) for _ in range(2)]
-    for proc in procs:
-        _, err = proc.communicate(timeout=600)
-        assert proc.returncode == 0, err
+    _two_workers(argv)
     storage = JournalStorage(JournalFileBackend(str(out / "optuna.journal")))
     trials = optuna.load_study(study_name="smoke", storage=storage).trials
     assert len(trials) == 40 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
@@ -1084,6 +1132,9 @@ def test_two_workers_at_once_share_the_journal(tmp_path: Path) -> None:
     runs = {r.info.run_id: r for r in _mlflow_runs(out)}
     assert not [r for r in runs.values() if r.info.status == "RUNNING"]
     assert len([r for r in runs.values() if r.info.run_name.startswith("trial-")]) == 40
+    # workers that start together tag every run, parents too, with the one uid the study keeps
+    uid = optuna.load_study(study_name="smoke", storage=storage).user_attrs["study_uid"]
+    assert {r.data.tags.get("lrbench.study_uid") for r in runs.values()} == {uid}
     for t in trials:
         result = t.user_attrs["result"]
         assert sorted(t.intermediate_values) == [0, 1, 2, 3]
@@ -1102,11 +1153,7 @@ def test_two_workers_on_a_tracking_server_write_every_trial(mlflow_server: str, 
     out = tmp_path / "out"
     argv = [*LRBENCH, "study", str(study), "--output", str(out), "--n-trials", "40"]
     argv += ["--tracking-uri", mlflow_server]
-    pipe = subprocess.PIPE
-    procs = [subprocess.Popen(argv, cwd=ROOT, stdout=pipe, stderr=pipe, text=True) for _ in range(2)]
-    for proc in procs:
-        _, err = proc.communicate(timeout=600)
-        assert proc.returncode == 0, err
+    _two_workers(argv)
     cfg = config.load(study)
     records = load_trials(cfg, Locations.resolve(cfg, str(out), None, mlflow_server)).records
     assert len(records) == 40 and {r["state"] for r in records} == {"COMPLETE"}

@@ -32,7 +32,7 @@ def test_a_spooled_trial_is_replayed_after_a_kill(tmp_path: Path, breast_cancer:
     """What a killed process had spooled but not sent reaches MLflow on the next run."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     sync = Tracker(uri, "spool")
-    sync.open_parent("spool", None, {})
+    sync.open_parent("spool", None, {}, "uid")
     run_id = sync.start_trial("spool", 0, "StepLR")
     result = train(breast_cancer, TrainConfig(scheduler="StepLR", epochs=3))
     spool = tmp_path / "spool"
@@ -71,7 +71,7 @@ def test_replaying_a_trial_mlflow_already_has_adds_no_points(
     monkeypatch.setattr(Path, "replace", keep)
     writer = AsyncTracker(uri, "twice", spool)
     try:
-        writer.open_parent("twice", None, {})
+        writer.open_parent("twice", None, {}, "uid")
         run_id = writer.start_trial("twice", 0, "StepLR")
         writer.finish_trial(run_id, "COMPLETE", {"scheduler": "StepLR"}, result)
         writer.flush()
@@ -98,7 +98,7 @@ def test_a_call_to_the_writer_comes_after_the_writes_deferred_before_it(
     result = train(breast_cancer, TrainConfig(scheduler="StepLR", epochs=3))
     writer = AsyncTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "order", tmp_path / "spool")
     try:
-        writer.open_parent("order", None, {})
+        writer.open_parent("order", None, {}, "uid")
         run_id = writer.start_trials("order", [(0, "StepLR")]).result()[0]
         monkeypatch.setattr(writer, "pump", lambda: None)  # the write stays deferred
         writer.finish_trial(run_id, "COMPLETE", {"scheduler": "StepLR"}, result)
@@ -145,7 +145,7 @@ def test_a_prestarted_writer_is_taken_up_or_stopped(tmp_path: Path) -> None:
     pool = tracking._PRESTARTED
     writer = AsyncTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "pre", tmp_path / "spool")
     assert writer._pool is pool and tracking._PRESTARTED is None
-    assert writer.open_parent("pre", None, {}).result()
+    assert writer.open_parent("pre", None, {}, "uid").result()
     writer.close()
     tracking.prestart_writer()
     procs = list(tracking._PRESTARTED._processes.values())
@@ -157,9 +157,14 @@ def test_a_prestarted_writer_is_taken_up_or_stopped(tmp_path: Path) -> None:
 def test_only_runs_of_trials_known_to_have_ended_are_closed(tmp_path: Path) -> None:
     """A worker opening a study closes the runs that a dead process left RUNNING, as its snapshot of the
     study's trials says; a run of a trial asked since (by a live worker) or owned by another run is left
-    alone (another worker's run was KILLED when its trial was asked just after the snapshot)."""
-    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "orphans")
-    tracker.open_parent("orphans", None, {})
+    alone (another worker's run was KILLED when its trial was asked just after the snapshot), and so are
+    the runs of another study of the same name (another storage) that shares the experiment."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    other = Tracker(uri, "orphans")  # the same study name in another output dir: its trial 0 is running
+    other.open_parent("orphans", None, {}, "theirs")
+    [theirs] = other.start_trials("orphans", [(0, "StepLR")])
+    tracker = Tracker(uri, "orphans")
+    tracker.open_parent("orphans", None, {}, "ours")
     ids = tracker.start_trials("orphans", [(n, "StepLR") for n in range(5)])
     snapshot = {
         "0": ("FAIL", None, "worker process died (killed?)"),  # died before its tell
@@ -168,11 +173,13 @@ def test_only_runs_of_trials_known_to_have_ended_are_closed(tmp_path: Path) -> N
         # "3": asked by a live worker after the snapshot was taken
         "4": ("COMPLETE", "another-run", None),
     }
-    assert tracker.close_orphans(snapshot) == 2
+    assert tracker.close_orphans("ours", snapshot) == 2
     runs = {n: tracker.client.get_run(run_id) for n, run_id in enumerate(ids)}
     assert [runs[n].info.status for n in range(5)] == ["KILLED", "FINISHED", "RUNNING", "RUNNING", "RUNNING"]
     assert runs[0].data.tags["failure"] == "worker process died (killed?)"
     assert runs[1].data.tags["state"] == "COMPLETE"
+    assert tracker.client.get_run(theirs).info.status == "RUNNING"
+    assert tracker.client.get_run(str(tracker.parent_id)).info.status == "RUNNING"  # not a trial run
     tracker.close()
 
 
@@ -204,7 +211,7 @@ def test_a_local_store_is_written_in_wal_mode_and_closed_into_one_file(tmp_path:
 
     db = tmp_path / "mlflow.db"
     tracker = Tracker(f"sqlite:///{db}", "wal")
-    tracker.open_parent("wal", None, {"n_trials": 1})
+    tracker.open_parent("wal", None, {"n_trials": 1}, "uid")
     assert tracking._OPEN
     for entry in tracking._OPEN:
         assert entry.dbapi_connection.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
@@ -254,7 +261,7 @@ def test_a_new_local_store_is_a_copy_of_a_template_made_once(
 
     monkeypatch.setattr(mlflow.store.db.utils, "_initialize_tables", no_migrations)
     copied = Tracker(f"sqlite:///{tmp_path / 'b' / 'mlflow.db'}", "study")
-    copied.open_parent("study", None, {})
+    copied.open_parent("study", None, {}, "uid")
     run_id = copied.start_trial("study", 0, "StepLR")
     copied.close()
     monkeypatch.undo()
