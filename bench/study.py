@@ -51,6 +51,7 @@ warnings.filterwarnings("ignore", message=".*fall back to.*", category=UserWarni
 warnings.filterwarnings("ignore", message=".*independent sampler.*", category=UserWarning)
 
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
+SURPLUS = "surplus"  # user attribute of a trial asked past the study's total (see _surplus)
 
 
 def open_storage(url: str) -> optuna.storages.BaseStorage:
@@ -423,6 +424,31 @@ def _counted(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=COUNTED))
 
 
+def _holds_a_place(t: optuna.trial.FrozenTrial) -> bool:
+    """A trial that counts toward the study's total: ended COMPLETE or PRUNED, or running in a worker that
+    may be alive (another host's, or one just asked that has no worker yet)."""
+    if t.state in COUNTED:
+        return True
+    return t.state == TrialState.RUNNING and worker_alive(t.user_attrs.get("worker")) is not False
+
+
+def _surplus(study: optuna.Study, asked: list[optuna.Trial], target: int) -> set[int]:
+    """The numbers of the trials just asked that are past the study's total. Workers that ask at the same
+    moment each find places free; a storage's one step that no two workers take at once is the ask itself,
+    which numbers the trials in order. So a trial is surplus when ``target`` trials before it hold a place,
+    read after the asks: which of them it is does not depend on the timing."""
+    if not asked:
+        return set()
+    mine = {t.number for t in asked}
+    held, surplus = 0, set()
+    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        if t.number in mine and held >= target:
+            surplus.add(t.number)
+        elif _holds_a_place(t):
+            held += 1
+    return surplus
+
+
 def _objective(cfg: StudyConfig, result: TrialResult) -> float:
     values = result.val_accuracy if cfg.objective.metric == "val_accuracy" else result.val_loss
     if cfg.objective.reduce == "final":
@@ -569,15 +595,12 @@ def _run(
         running trials (this one's too: those whose results are final count until they are told)."""
         if time.monotonic() >= deadline or failures >= cfg.optuna.max_failures:
             return 0
-        need = target - _counted(study)
+        # One read: a trial told between two reads (running, then ended) would count in neither.
+        need = target - sum(map(_holds_a_place, study.get_trials(deepcopy=False)))
         sampler = study.sampler
         if need <= 0 or (isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study)):
             return 0
-        running = sum(
-            worker_alive(t.user_attrs.get("worker")) is not False
-            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        )
-        return max(0, min(free, need - running))
+        return min(free, need)
 
     def more(free: int) -> int:
         nonlocal best
@@ -592,7 +615,8 @@ def _run(
             if k <= 0:
                 break
             best = _best_value(study)
-            _Round(cfg, study, tracker, steps_per_epoch, me, show).run(task, k, more if refills else None)
+            rnd = _Round(cfg, study, tracker, steps_per_epoch, target, me, show)
+            rnd.run(task, k, more if refills else None)
             if parent.done():
                 _store_parent(study, parent)
             if failures >= cfg.optuna.max_failures:
@@ -693,11 +717,12 @@ class _Round:
         study: optuna.Study,
         tracker: Any,
         steps_per_epoch: int,
+        target: int,
         me: str,
         on_told: Callable[[optuna.trial.FrozenTrial], None],
     ):
         self.cfg, self.study, self.tracker = cfg, study, tracker
-        self.steps_per_epoch, self.me, self.on_told = steps_per_epoch, me, on_told
+        self.steps_per_epoch, self.target, self.me, self.on_told = steps_per_epoch, target, me, on_told
         self.asked: list[optuna.Trial] = []
         self.started: list[tuple[optuna.Trial, TrialSpec]] = []
         self.built: list[ProxySchedule] = []  # each started trial's schedule, built once and trained with
@@ -713,9 +738,16 @@ class _Round:
         from bench.population import proxy_schedule
 
         new: list[int] = []
-        for trial in _ask(self.cfg, self.study, k):
-            self.asked.append(trial)
+        asked = _ask(self.cfg, self.study, k)
+        surplus = _surplus(self.study, asked, self.target)
+        for trial in asked:
             trial.set_user_attr("worker", self.me)
+            if trial.number in surplus:  # another worker asked the study's last trials at the same moment
+                why = f"the study had its {self.target} trials when this one was asked"
+                trial.set_user_attr(SURPLUS, why)
+                self.study.tell(trial, state=TrialState.FAIL)  # never trained; reports leave it out
+                continue
+            self.asked.append(trial)
             try:
                 spec = sample(trial, self.cfg, self.steps_per_epoch)
                 # Built here, so that bad arguments fail this trial alone, not the population.
@@ -964,5 +996,6 @@ def load_trials(cfg: StudyConfig, loc: Locations) -> StoredStudy:
             "user_attrs": dict(t.user_attrs),
         }
         for t in study.get_trials(deepcopy=False)
+        if SURPLUS not in t.user_attrs
     ]
     return StoredStudy(records, study.direction.name.lower(), study.user_attrs.get("mlflow_parent_run_id"))

@@ -1106,6 +1106,56 @@ def test_journal_file_reads_the_file_again_only_when_it_grew(
     assert reads
 
 
+def test_of_trials_asked_at_once_by_two_workers_those_past_the_total_are_surplus(tmp_path: Path) -> None:
+    """Workers that ask at the same moment each find places free: the order in which the storage numbered
+    the asks decides which trials are past the total, the same for both workers whatever the timing; a
+    trial of a worker that died holds no place."""
+    from bench.study import _surplus
+
+    storage = open_storage(str(tmp_path / "optuna.journal"))
+    a = optuna.create_study(study_name="s", storage=storage)
+    b = optuna.load_study(study_name="s", storage=storage)
+    for _ in range(2):
+        a.tell(a.ask(), 1.0)  # trials 0 and 1
+    script = "from bench.study import worker_id; print(worker_id())"
+    dead = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True)
+    b.ask().set_user_attr("worker", dead.stdout.strip())  # trial 2, RUNNING in a process that has ended
+    t3, t4, t5, t6 = a.ask(), b.ask(), a.ask(), b.ask()  # a and b ask in turns
+    assert (_surplus(a, [t3, t5], 5), _surplus(b, [t4, t6], 5)) == (set(), {6})
+    assert (_surplus(a, [t3, t5], 4), _surplus(b, [t4, t6], 4)) == ({5}, {6})
+    assert _surplus(a, [], 4) == set()
+
+
+def test_a_trial_asked_past_the_total_is_not_trained_and_reports_leave_it_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another worker asks the study's last trial just before this one asks it too: this worker's trial is
+    failed as surplus at once, with no training and no MLflow run, and is not counted as a failure; the
+    leaderboard leaves it out."""
+    from bench import study as study_module
+
+    cfg = config.load(write_study(tmp_path, training__population_size=1))
+    loc = Locations.resolve(cfg, output=str(tmp_path / "out"))
+    real = study_module._ask
+
+    def ask(cfg: Any, study: optuna.Study, k: int) -> list[optuna.Trial]:
+        if len(study.trials) == 2:  # the last place: another worker takes it first
+            optuna.load_study(study_name=cfg.name, storage=open_storage(loc.storage)).ask()
+        return real(cfg, study, k)
+
+    monkeypatch.setattr(study_module, "_ask", ask)
+    told: list[int] = []
+    outcome = study_module.run_study(cfg, loc, n_trials=3, on_trial=lambda t: told.append(t.number))
+    assert (outcome.ran, told) == (2, [0, 1])
+    trials = optuna.load_study(study_name=cfg.name, storage=open_storage(loc.storage)).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "RUNNING", "FAIL"]
+    assert "surplus" in trials[3].user_attrs and not trials[3].intermediate_values
+    assert "mlflow_run_id" not in trials[3].user_attrs
+    runs = [r for r in _mlflow_runs(loc.root) if r.info.run_name.startswith("trial-")]
+    assert sorted(r.data.tags["trial_number"] for r in runs) == ["0", "1"]
+    assert [r["number"] for r in load_trials(cfg, loc).records] == [0, 1, 2]
+
+
 def _two_workers(argv: list[str]) -> None:
     """Two processes of ``argv`` at once, both ending well."""
     pipe = subprocess.PIPE
@@ -1127,6 +1177,10 @@ def test_two_workers_at_once_share_the_journal(tmp_path: Path) -> None:
     _two_workers(argv)
     storage = JournalStorage(JournalFileBackend(str(out / "optuna.journal")))
     trials = optuna.load_study(study_name="smoke", storage=storage).trials
+    # a trial both workers asked for the last places at the same moment is failed untrained as surplus
+    surplus = [t for t in trials if "surplus" in t.user_attrs]
+    assert all(t.state.name == "FAIL" and not t.intermediate_values for t in surplus)
+    trials = [t for t in trials if t not in surplus]
     assert len(trials) == 40 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     assert len({t.user_attrs["worker"] for t in trials}) == 2
     runs = {r.info.run_id: r for r in _mlflow_runs(out)}
