@@ -679,14 +679,15 @@ def _start_and_wait_for_a_running_trial(study: Path, out: Path) -> subprocess.Po
         time.sleep(0.5)
         if (out / "optuna.journal").exists():
             try:
-                states = _optuna_states(study, out)
+                records = _records(study, out)
             except UserError:  # the journal is there, the study's creation not yet in it
                 continue
-            # a trial in the middle of training, with its MLflow run, after at least one finished trial
-            if (
-                sum(s == "COMPLETE" for s, _ in states) >= 1
-                and any(s == "RUNNING" for s, _ in states)
-                and sum(r.info.status == "RUNNING" for r in _mlflow_runs(out)) >= 2  # parent and trial
+            # a trial in the middle of training, with its own MLflow run (not only the run of a trial that
+            # ended, which the writer has yet to close), after at least one finished trial
+            running = {str(r["number"]) for r in records if r["state"] == "RUNNING"}
+            if sum(r["state"] == "COMPLETE" for r in records) >= 1 and any(
+                r.info.status == "RUNNING" and r.data.tags.get("trial_number") in running
+                for r in _mlflow_runs(out)
             ):
                 time.sleep(0.3)
                 return proc
@@ -695,8 +696,9 @@ def _start_and_wait_for_a_running_trial(study: Path, out: Path) -> subprocess.Po
 
 
 def _slow_study(tmp_path: Path) -> Path:
-    # Long enough trials (one to two seconds each here) to be caught in the middle by a poll of the stores.
-    return write_study(tmp_path, training__epochs=200, training__batch_size=16, optuna__n_trials=4)
+    # Long enough trials (about three seconds each here) to be caught in the middle by a poll of the stores
+    # (with 200 epochs, under a second: a trial seen running had sometimes ended by the kill).
+    return write_study(tmp_path, training__epochs=800, training__batch_size=16, optuna__n_trials=4)
 
 
 def test_kill_9_mid_trial_then_rerun_recovers(tmp_path: Path) -> None:
