@@ -51,6 +51,7 @@ warnings.filterwarnings("ignore", message=".*fall back to.*", category=UserWarni
 warnings.filterwarnings("ignore", message=".*independent sampler.*", category=UserWarning)
 
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
+PARENT_WAIT = 30.0  # seconds a worker that joins a new study waits for the parent run its creator makes
 SURPLUS = "surplus"  # user attribute of a trial asked past the study's total (see _surplus)
 
 
@@ -348,6 +349,11 @@ _SEEDED_AT: weakref.WeakKeyDictionary[optuna.Study, int] = weakref.WeakKeyDictio
 
 def open_study(cfg: StudyConfig, loc: Locations) -> optuna.Study:
     """Create the study or load it, refusing to resume one whose comparable definition changed."""
+    return _open_study(cfg, loc)[0]
+
+
+def _open_study(cfg: StudyConfig, loc: Locations) -> tuple[optuna.Study, bool]:
+    """:func:`open_study`, and whether this call created the study."""
     storage = open_storage(loc.storage)
     settings: dict[str, Any] = dict(
         storage=storage,
@@ -356,6 +362,7 @@ def open_study(cfg: StudyConfig, loc: Locations) -> optuna.Study:
         sampler=_sampler(cfg),
         pruner=_pruner(cfg),
     )
+    created = True
     try:
         study = optuna.create_study(**settings)
         # Tells this study's MLflow runs from those of another study of the same name (another storage) on
@@ -364,6 +371,7 @@ def open_study(cfg: StudyConfig, loc: Locations) -> optuna.Study:
         study.set_user_attr("study_uid", uuid.uuid4().hex)
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.create_study(**settings, load_if_exists=True)
+        created = False
     # The number the first trial this worker asks will have, unless another worker asks first (then its
     # first batch reseeds the sampler: _ask).
     existing = len(study.get_trials(deepcopy=False))
@@ -382,7 +390,7 @@ def open_study(cfg: StudyConfig, loc: Locations) -> optuna.Study:
             f"({'; '.join(changes[:3])}); "
             f"to run the new definition, give it a new name (the YAML's name: key) or another --output DIR"
         )
-    return study
+    return study, created
 
 
 def _study_attrs(study: optuna.Study) -> dict[str, Any]:
@@ -518,9 +526,9 @@ def run_study(
             _leave_a_core_to_the_writer()
         task: Task = load_task(cfg.task, device)
         steps_per_epoch = math.ceil(len(task.y_train) / cfg.training.batch_size)
-        study = open_study(cfg, loc)
+        study, created = _open_study(cfg, loc)
         end_startup()
-        return _run(cfg, loc, study, tracker, task, steps_per_epoch, target, on_trial)
+        return _run(cfg, loc, study, created, tracker, task, steps_per_epoch, target, on_trial)
     finally:
         torch.set_num_threads(threads)  # a caller in the same process gets its threads back
         try:
@@ -545,6 +553,7 @@ def _run(
     cfg: StudyConfig,
     loc: Locations,
     study: optuna.Study,
+    created: bool,
     tracker: Any,
     task: Task,
     steps_per_epoch: int,
@@ -558,12 +567,19 @@ def _run(
     reclaimed = reclaim(study, tracker, attrs["study_uid"])
     if reclaimed:
         print(f"closed {reclaimed} trial(s) left RUNNING by a process that died", file=sys.stderr)
-    # The writer opens the parent run while the first trials are sampled and trained.
+    # The writer opens the parent run while the first trials are sampled and trained. A worker that did not
+    # create the study and finds no parent stored on it takes the one another worker made: while no trial
+    # has ended, the study's creator may be making it now (workers that start together), so it waits.
+    find = None
+    if not created and attrs.get("mlflow_parent_run_id") is None:
+        ended = any(t.state.is_finished() for t in study.get_trials(deepcopy=False))
+        find = 0.0 if ended else PARENT_WAIT
     parent = tracker.open_parent(
         cfg.name,
         attrs.get("mlflow_parent_run_id"),
         {"n_trials": target, "dataset": cfg.task.name},
         attrs["study_uid"],
+        find,
     )
     tracker.submit("log_parent_artifacts", [], {"study.yaml": cfg.to_yaml()})
 

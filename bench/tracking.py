@@ -315,12 +315,21 @@ class Tracker:
     # --- the parent run ----------------------------------------------------------------------------------
 
     def open_parent(
-        self, study: str, existing_run_id: str | None, params: Mapping[str, Any], uid: str
+        self,
+        study: str,
+        existing_run_id: str | None,
+        params: Mapping[str, Any],
+        uid: str,
+        find: float | None = None,
     ) -> str:
         """Reopen the study's parent run (a resumed study keeps one parent) or create it. ``uid`` tells the
         study apart from others of the same name (in other storages) that share its experiment: the parent
-        and every trial run carry it (``STUDY_UID_TAG``)."""
+        and every trial run carry it (``STUDY_UID_TAG``). Given ``find`` (seconds) and no run id, the parent
+        another worker made is looked for by its uid, until it appears or for that long, before one is
+        made: workers that start a study together share its parent."""
         self.uid = uid
+        if existing_run_id is None and find is not None:
+            existing_run_id = self._find_parent(uid, find)
         if existing_run_id is not None:
             try:
                 self.client.update_run(existing_run_id, status="RUNNING")
@@ -334,6 +343,20 @@ class Tracker:
         self.parent_id = run.info.run_id
         self.client.log_batch(self.parent_id, params=_params(params))
         return self.parent_id
+
+    def _find_parent(self, uid: str, seconds: float) -> str | None:
+        """The study's first parent run (by its uid), looked for every 0.2 s for at most ``seconds``."""
+        query = f"tags.`lrbench.role` = 'study' and tags.`{STUDY_UID_TAG}` = '{uid}'"
+        deadline = time.monotonic() + seconds
+        while True:
+            found = self.client.search_runs(
+                [self.experiment_id], filter_string=query, max_results=1, order_by=["attributes.start_time"]
+            )
+            if found:
+                return str(found[0].info.run_id)
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.2)
 
     def close_parent(self, status: str) -> None:
         if self.parent_id is not None:
@@ -745,11 +768,16 @@ class AsyncTracker:
         return self.submit(method, *args).result()
 
     def open_parent(
-        self, study: str, existing_run_id: str | None, params: Mapping[str, Any], uid: str
+        self,
+        study: str,
+        existing_run_id: str | None,
+        params: Mapping[str, Any],
+        uid: str,
+        find: float | None = None,
     ) -> Any:
         """Submitted, not waited for: returns the future of the parent run's id. The writer keeps the id
         (and ``uid``) for the trial runs it creates after it."""
-        return self.submit("open_parent", study, existing_run_id, params, uid)
+        return self.submit("open_parent", study, existing_run_id, params, uid, find)
 
     def start_trials(self, study: str, trials: Sequence[tuple[int, str]]) -> Any:
         """Submitted, not waited for: returns the future of the trials' run ids.

@@ -1191,6 +1191,11 @@ def test_two_workers_at_once_share_the_journal(tmp_path: Path) -> None:
     # workers that start together tag every run, parents too, with the one uid the study keeps
     uid = optuna.load_study(study_name="smoke", storage=storage).user_attrs["study_uid"]
     assert {r.data.tags.get("lrbench.study_uid") for r in runs.values()} == {uid}
+    # and share one parent run, the one the study keeps
+    stored = optuna.load_study(study_name="smoke", storage=storage).user_attrs["mlflow_parent_run_id"]
+    assert [r.info.run_id for r in runs.values() if r.data.tags.get("lrbench.role") == "study"] == [stored]
+    children = {r.data.tags.get("mlflow.parentRunId") for r in runs.values() if r.info.run_id != stored}
+    assert children == {stored}
     for t in trials:
         result = t.user_attrs["result"]
         assert sorted(t.intermediate_values) == [0, 1, 2, 3]
@@ -1226,6 +1231,10 @@ def test_two_workers_on_a_tracking_server_write_every_trial(mlflow_server: str, 
         assert {"lr", "val/loss", "val/accuracy", "train/loss"} <= {m["key"] for m in run["data"]["metrics"]}
     trial_runs = [r for r in runs.values() if r["info"]["run_name"].startswith("trial-")]
     assert len(trial_runs) == 40  # one run a trial, none left over
+    tags = [{t["key"]: t["value"] for t in r["data"]["tags"]} for r in runs.values()]
+    parents = [r["info"]["run_id"] for r, t in zip(runs.values(), tags, strict=True) if t.get("lrbench.role")]
+    assert len(parents) == 1  # the workers share one parent
+    assert {t.get("mlflow.parentRunId") for t in tags if not t.get("lrbench.role")} == set(parents)
 
 
 def test_ui_prints_the_address_of_the_study_runs_once_the_server_answers(

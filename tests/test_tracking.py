@@ -183,6 +183,29 @@ def test_only_runs_of_trials_known_to_have_ended_are_closed(tmp_path: Path) -> N
     tracker.close()
 
 
+def test_a_worker_that_joins_a_new_study_takes_the_parent_run_its_creator_makes(tmp_path: Path) -> None:
+    """Told to look (``find``), a worker waits for the parent run of its study (by uid) that another
+    worker makes meanwhile, and takes it; a parent of another study of the same name is not taken, and
+    when none comes, the worker makes its own."""
+    import threading
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    creator, joiner, other = (Tracker(uri, "shared") for _ in range(3))
+    other.open_parent("shared", None, {}, "another study")
+    timer = threading.Timer(1.0, creator.open_parent, ("shared", None, {}, "uid"))
+    timer.start()
+    found = joiner.open_parent("shared", None, {}, "uid", find=30.0)
+    timer.join()
+    assert found is not None and found == creator.parent_id
+    late = Tracker(uri, "shared")
+    assert late.open_parent("shared", None, {}, "no parent yet", find=0.5) not in (
+        creator.parent_id,
+        other.parent_id,
+    )
+    for t in (creator, joiner, other, late):
+        t.close()
+
+
 def test_ctrl_c_while_the_writer_is_waited_for_stops_it_at_once(tmp_path: Path) -> None:
     """Interrupted while closing (a second Ctrl-C), the tracker stops its writer rather than waiting for
     what the writer is still doing (here a minute's sleep): what it had not written is in the spool."""
