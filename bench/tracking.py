@@ -231,6 +231,8 @@ class Tracker:
         from mlflow import MlflowClient
 
         _quiet()
+        if is_tracking_server(tracking_uri):
+            _announce_retries(tracking_uri)  # before the first request: a server may be down from the start
         _tune_sqlite(tracking_uri)
         with _one_at_a_time(tracking_uri):
             _new_store_from_template(tracking_uri)
@@ -252,8 +254,6 @@ class Tracker:
         self._behind: list[Future[None]] = []  # writes in flight (write_behind)
         self.uri = tracking_uri
         self.down: str | None = None  # why the tracking server is taken to be down (see bench.tracking._call)
-        if self._threads is not None:
-            _announce_retries(tracking_uri)
 
     def _create_experiment(self, name: str, tracking_uri: str) -> str:
         """The experiment, created here unless another worker of the study creates it first."""

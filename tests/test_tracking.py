@@ -339,3 +339,24 @@ def test_a_server_that_does_not_answer_is_told_by_the_system_error() -> None:
     assert tracking._no_answer(_failed_request(reset)) == "[Errno 104] reset"
     assert tracking._no_answer(_failed_request(slow)) == "read timed out"
     assert tracking._no_answer(_failed_request(lambda: 1 / 0)) is None  # an error of another kind
+
+
+def test_a_tracking_server_down_from_the_start_is_told_while_mlflow_retries(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A server that no longer answers when the tracker first asks it (after lrbench's own check): the
+    notice of MLflow's retries is printed from the first request on, not only after the tracker is made."""
+    import logging
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
+    logger = logging.getLogger("urllib3.connectionpool")
+    monkeypatch.setattr(logger, "handlers", [])  # no notice left by an earlier tracker of this process
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens once it is closed
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException):  # MLflow's give-up
+        Tracker(url, "down")
+    assert f"the tracking server {url} does not answer; MLflow retries" in capsys.readouterr().err
