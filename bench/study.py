@@ -14,6 +14,7 @@ import functools
 import json
 import math
 import os
+import random
 import socket
 import sys
 import threading
@@ -62,10 +63,27 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     with per-epoch reports (`python -m bench.perf storage`), and it is safe for several processes on one
     machine."""
     if "://" in url:
-        return optuna.storages.RDBStorage(url)
+        return _rdb_storage(url)
     path = Path(url)
     path.parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFile(str(path)))
+
+
+def _rdb_storage(url: str, attempts: int = 8) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage. Workers that start together on an empty database each create its tables, and
+    a database may refuse one of two creations of the same table at once (PostgreSQL answers a duplicate
+    key in its catalogue, not "already exists"; Optuna's version row and Alembic's stamp race likewise): a
+    worker whose creation failed tries again, a little later each time, and then finds the tables made.
+    A failure that is no race fails every attempt and is raised (the command's check of the database has
+    already said whether it can be reached)."""
+    import sqlalchemy.exc
+
+    for attempt in range(1, attempts):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError):
+            time.sleep(0.05 * attempt * (1 + random.random()))  # apart, so that the next tries do not meet
+    return optuna.storages.RDBStorage(url)  # the last attempt: its failure is raised
 
 
 @atexit.register

@@ -27,3 +27,72 @@ def breast_cancer() -> Task:
 def tiny_task() -> Task:
     """A small task with several steps per epoch: fast enough to train once per registry family."""
     return load_task(DataConfig(dataset="synthetic", rows=160, features=6, classes=3))
+
+
+# --- a PostgreSQL server of the suite's own -----------------------------------------------------------------
+
+
+def _postgres_programs() -> Path | None:
+    """The folder of PostgreSQL's server programs (Debian keeps them out of PATH), or None."""
+    import glob
+    import shutil
+
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).resolve().parent
+    folders = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda f: int(Path(f).parent.name))
+    return Path(folders[-1]) if folders and (Path(folders[-1]) / "initdb").exists() else None
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[str]:
+    """A throwaway PostgreSQL server on 127.0.0.1 (a free port), stopped and deleted after the session:
+    yields its URL without a database name (see ``postgres_database``). As root, the server runs as the
+    ``postgres`` user (PostgreSQL refuses root). Skipped, saying why, where PostgreSQL is not installed
+    (``.ci/run`` installs it)."""
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+
+    programs = _postgres_programs()
+    if programs is None:
+        pytest.skip("PostgreSQL's server programs (initdb, pg_ctl) are not installed here")
+    as_user: list[str] = []
+    folder = Path(tempfile.mkdtemp(prefix="lrbench-postgres-"))
+    if os.geteuid() == 0:
+        try:
+            shutil.chown(folder, "postgres")
+        except LookupError:
+            shutil.rmtree(folder)
+            pytest.skip("running as root and there is no postgres user to run PostgreSQL as")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = folder / "data"
+    run = dict(check=True, capture_output=True, text=True)
+    initdb = [*as_user, programs / "initdb", "-D", data, "-U", "lrbench", "--auth=trust", "--no-sync"]
+    subprocess.run(initdb, **run)
+    options = f"-h 127.0.0.1 -p {port} -k {folder} -F"  # loopback only; no fsync: a throwaway server
+    pg_ctl = [*as_user, programs / "pg_ctl", "-D", data, "-l", folder / "log", "-w"]
+    subprocess.run([*pg_ctl, "-o", options, "start"], **run)
+    try:
+        yield f"postgresql://lrbench@127.0.0.1:{port}"
+    finally:
+        subprocess.run([*pg_ctl, "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_database(postgres: str) -> str:
+    """A new, empty database on the suite's PostgreSQL server: its URL."""
+    import uuid
+
+    import psycopg
+
+    name = f"t{uuid.uuid4().hex}"
+    with psycopg.connect(f"{postgres}/postgres", autocommit=True) as connection:
+        connection.execute(f"CREATE DATABASE {name}")
+    return f"{postgres}/{name}"

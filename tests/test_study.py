@@ -1206,6 +1206,57 @@ def test_two_workers_at_once_share_the_journal(tmp_path: Path) -> None:
         assert {"lr", "val/loss", "val/accuracy", "train/loss"} <= set(run.data.metrics)
 
 
+def test_two_workers_start_together_on_an_empty_postgresql_database(
+    postgres_database: str, tmp_path: Path
+) -> None:
+    """The scale-out storage: two workers start one study at once on a new PostgreSQL database (both create
+    Optuna's tables: PostgreSQL refused one of two creations at once before lrbench tried again), reach the
+    total together and write every trial's run; `lrbench export` reads the study back from the database."""
+    out = tmp_path / "out"
+    argv = [*LRBENCH, "study", str(SMOKE), "--output", str(out), "--storage", postgres_database]
+    _two_workers([*argv, "--n-trials", "20"])
+    trials = optuna.load_study(study_name="smoke", storage=postgres_database).trials
+    surplus = [t for t in trials if "surplus" in t.user_attrs]
+    assert all(t.state.name == "FAIL" and not t.intermediate_values for t in surplus)
+    trials = [t for t in trials if t not in surplus]
+    assert len(trials) == 20 and {t.state.name for t in trials} == {"COMPLETE"}
+    assert len({t.user_attrs["worker"] for t in trials}) == 2
+    assert all(sorted(t.intermediate_values) == [0, 1, 2, 3] for t in trials)
+    runs = {r.info.run_id: r for r in _mlflow_runs(out)}
+    assert not [r for r in runs.values() if r.info.status == "RUNNING"]
+    assert all(runs[t.user_attrs["mlflow_run_id"]].info.status == "FINISHED" for t in trials)
+    assert len([r for r in runs.values() if r.data.tags.get("lrbench.role") == "study"]) == 1
+    export = lrbench("export", SMOKE, "--output", out, "--storage", postgres_database)
+    assert export.returncode == 0, export.stderr
+    board = pd.read_csv(out / "smoke" / "leaderboard.csv")
+    assert sorted(board["number"]) == sorted(t.number for t in trials)
+
+
+def test_a_storage_whose_tables_another_worker_is_creating_is_opened_on_a_later_try(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The database refused this worker's creation of a table another worker created at the same moment:
+    the storage is opened on a later try; a failure that every try meets is raised."""
+    import sqlalchemy.exc
+
+    from bench import study as study_module
+
+    tries: list[str] = []
+
+    def storage(url: str) -> str:
+        tries.append(url)
+        if len(tries) < 3 or url == "always":
+            raise sqlalchemy.exc.IntegrityError("CREATE TYPE studydirection", {}, Exception("duplicate key"))
+        return "opened"
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", storage)
+    assert study_module._rdb_storage("postgresql://db") == "opened" and len(tries) == 3
+    tries.clear()
+    with pytest.raises(sqlalchemy.exc.IntegrityError):
+        study_module._rdb_storage("always", attempts=4)
+    assert len(tries) == 4
+
+
 def test_two_workers_on_a_tracking_server_write_every_trial(mlflow_server: str, tmp_path: Path) -> None:
     """Two `lrbench study` processes on one study with a tracking server, each writer keeping several
     requests in flight: every trial has one run, closed with its state and its curves, and nothing is left
