@@ -643,17 +643,13 @@ def test_progress_shows_each_trial_as_it_is_told(tmp_path: Path, monkeypatch: py
 # --- killed and interrupted workers ----------------------------------------------------------------------
 
 
-def _optuna_states(study: Path, out: Path) -> list[tuple[str, dict[str, Any]]]:
-    cfg = config.load(study)
-    return [
-        (r["state"], r["user_attrs"])
-        for r in load_trials(cfg, Locations.resolve(cfg, output=str(out))).records
-    ]
+def _optuna_states(study: Path, out: Path, storage: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+    return [(r["state"], r["user_attrs"]) for r in _records(study, out, storage)]
 
 
-def _records(study: Path, out: Path) -> list[dict[str, Any]]:
+def _records(study: Path, out: Path, storage: str | None = None) -> list[dict[str, Any]]:
     cfg = config.load(study)
-    return load_trials(cfg, Locations.resolve(cfg, output=str(out))).records
+    return load_trials(cfg, Locations.resolve(cfg, output=str(out), storage=storage)).records
 
 
 def _mlflow_runs(out: Path) -> list[Any]:
@@ -666,9 +662,11 @@ def _mlflow_runs(out: Path) -> list[Any]:
     return [] if exp is None else list(client.search_runs([exp.experiment_id], max_results=1000))
 
 
-def _start_and_wait_for_a_running_trial(study: Path, out: Path) -> subprocess.Popen[str]:
+def _start_and_wait_for_a_running_trial(
+    study: Path, out: Path, storage: str | None = None
+) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
-        [*LRBENCH, "study", str(study), "--output", str(out)],
+        [*LRBENCH, "study", str(study), "--output", str(out), *(["--storage", storage] if storage else [])],
         cwd=ROOT,
         text=True,
         stdout=subprocess.DEVNULL,
@@ -677,10 +675,10 @@ def _start_and_wait_for_a_running_trial(study: Path, out: Path) -> subprocess.Po
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         time.sleep(0.5)
-        if (out / "optuna.journal").exists():
+        if storage or (out / "optuna.journal").exists():
             try:
-                records = _records(study, out)
-            except UserError:  # the journal is there, the study's creation not yet in it
+                records = _records(study, out, storage)
+            except UserError:  # the storage is there, the study's creation not yet in it
                 continue
             # a trial in the middle of training, with its own MLflow run (not only the run of a trial that
             # ended, which the writer has yet to close), after at least one finished trial
@@ -701,25 +699,30 @@ def _slow_study(tmp_path: Path) -> Path:
     return write_study(tmp_path, training__epochs=800, training__batch_size=16, optuna__n_trials=4)
 
 
-def test_kill_9_mid_trial_then_rerun_recovers(tmp_path: Path) -> None:
+@pytest.mark.parametrize("store", ["journal", "postgresql"])
+def test_kill_9_mid_trial_then_rerun_recovers(
+    tmp_path: Path, request: pytest.FixtureRequest, store: str
+) -> None:
+    """On the embedded journal and on a PostgreSQL storage."""
+    storage = request.getfixturevalue("postgres_database") if store == "postgresql" else None
     study, out = _slow_study(tmp_path), tmp_path / "out"
-    proc = _start_and_wait_for_a_running_trial(study, out)
+    proc = _start_and_wait_for_a_running_trial(study, out, storage)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    states = _optuna_states(study, out)
+    states = _optuna_states(study, out, storage)
     assert any(s == "RUNNING" for s, _ in states)  # what the dead process left behind
     assert any(r.info.status == "RUNNING" for r in _mlflow_runs(out))
 
-    rerun = lrbench("study", study, "--output", out)
+    rerun = lrbench("study", study, "--output", out, *(["--storage", storage] if storage else []))
     assert rerun.returncode == 0, rerun.stderr
     assert "closed 1 trial(s) left RUNNING by a process that died" in rerun.stderr
-    states = _optuna_states(study, out)
+    states = _optuna_states(study, out, storage)
     assert sum(s in ("COMPLETE", "PRUNED") for s, _ in states) == 4
     failed = [a for s, a in states if s == "FAIL"]
     assert len(failed) == 1 and "worker process died" in failed[0]["failure"]
     runs = _mlflow_runs(out)
     assert not [r for r in runs if r.info.status == "RUNNING"]
-    number = next(r["number"] for r in _records(study, out) if r["state"] == "FAIL")
+    number = next(r["number"] for r in _records(study, out, storage) if r["state"] == "FAIL")
     killed = [r for r in runs if r.data.tags.get("trial_number") == str(number)]
     assert len(killed) == 1 and killed[0].info.status == "KILLED"
     assert sum(r.info.status == "FINISHED" for r in runs) == 4 + 1  # four trials and the parent
