@@ -72,8 +72,9 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
 def _rdb_storage(url: str, attempts: int = 8) -> optuna.storages.RDBStorage:
     """Optuna's RDB storage. Workers that start together on an empty database each create its tables, and
     a database may refuse one of two creations of the same table at once (PostgreSQL answers a duplicate
-    key in its catalogue, not "already exists"; Optuna's version row and Alembic's stamp race likewise): a
-    worker whose creation failed tries again, a little later each time, and then finds the tables made.
+    key in its catalogue, not "already exists"; Optuna writes its version row and Alembic's stamp the same
+    way, looking first and then writing): a worker whose creation failed tries again, a little later each
+    time, and then finds the tables made.
     A failure that is no race fails every attempt and is raised (the command's check of the database has
     already said whether it can be reached)."""
     import sqlalchemy.exc

@@ -1161,6 +1161,14 @@ def test_a_trial_asked_past_the_total_is_not_trained_and_reports_leave_it_out(
     assert [r["number"] for r in load_trials(cfg, loc).records] == [0, 1, 2]
 
 
+def _trained(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+    """The trials that are not surplus (asked for the last places by two workers at the same moment), after
+    checking that those are failed, untrained."""
+    surplus = [t for t in trials if "surplus" in t.user_attrs]
+    assert all(t.state.name == "FAIL" and not t.intermediate_values for t in surplus)
+    return [t for t in trials if t not in surplus]
+
+
 def _two_workers(argv: list[str]) -> None:
     """Two processes of ``argv`` at once, both ending well."""
     pipe = subprocess.PIPE
@@ -1182,10 +1190,7 @@ def test_two_workers_at_once_share_the_journal(tmp_path: Path) -> None:
     _two_workers(argv)
     storage = JournalStorage(JournalFileBackend(str(out / "optuna.journal")))
     trials = optuna.load_study(study_name="smoke", storage=storage).trials
-    # a trial both workers asked for the last places at the same moment is failed untrained as surplus
-    surplus = [t for t in trials if "surplus" in t.user_attrs]
-    assert all(t.state.name == "FAIL" and not t.intermediate_values for t in surplus)
-    trials = [t for t in trials if t not in surplus]
+    trials = _trained(trials)
     assert len(trials) == 40 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     assert len({t.user_attrs["worker"] for t in trials}) == 2
     runs = {r.info.run_id: r for r in _mlflow_runs(out)}
@@ -1219,9 +1224,7 @@ def test_two_workers_start_together_on_an_empty_postgresql_database(
     argv = [*LRBENCH, "study", str(SMOKE), "--output", str(out), "--storage", postgres_database]
     _two_workers([*argv, "--n-trials", "20"])
     trials = optuna.load_study(study_name="smoke", storage=postgres_database).trials
-    surplus = [t for t in trials if "surplus" in t.user_attrs]
-    assert all(t.state.name == "FAIL" and not t.intermediate_values for t in surplus)
-    trials = [t for t in trials if t not in surplus]
+    trials = _trained(trials)
     assert len(trials) == 20 and {t.state.name for t in trials} == {"COMPLETE"}
     assert len({t.user_attrs["worker"] for t in trials}) == 2
     assert all(sorted(t.intermediate_values) == [0, 1, 2, 3] for t in trials)
