@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 # two seconds here), only the writer process does. This module stays the only one that imports mlflow.
 PARENT_RUN_TAG = "mlflow.parentRunId"  # mlflow.utils.mlflow_tags.MLFLOW_PARENT_RUN_ID
 STUDY_UID_TAG = "lrbench.study_uid"  # one study's runs, apart from another's of the same name
+ROLE_TAG = "lrbench.role"  # "study" on a study's parent run
 Point = tuple[str, float, int]  # (metric key, value, step)
 
 
@@ -231,7 +232,8 @@ class Tracker:
         from mlflow import MlflowClient
 
         _quiet()
-        if is_tracking_server(tracking_uri):
+        server = is_tracking_server(tracking_uri)
+        if server:
             _announce_retries(tracking_uri)  # before the first request: a server may be down from the start
         _tune_sqlite(tracking_uri)
         with _one_at_a_time(tracking_uri):
@@ -248,7 +250,7 @@ class Tracker:
         self.uid = ""  # the study's (open_parent)
         self.requests = 1
         self._threads: ThreadPoolExecutor | None = None  # the requests in flight, against a server
-        if is_tracking_server(tracking_uri):
+        if server:
             self.requests = _requests_setting(self.REQUESTS)
             self._threads = ThreadPoolExecutor(self.requests, thread_name_prefix="lrbench-mlflow")
         self._behind: list[Future[None]] = []  # writes in flight (write_behind)
@@ -338,7 +340,7 @@ class Tracker:
                 return existing_run_id
             except Exception:  # the run was deleted from the store: start a new parent
                 pass
-        tags = {"study": study, "lrbench.role": "study", STUDY_UID_TAG: uid}
+        tags = {"study": study, ROLE_TAG: "study", STUDY_UID_TAG: uid}
         run = self.client.create_run(self.experiment_id, run_name=f"study {study}", tags=tags)
         self.parent_id = run.info.run_id
         self.client.log_batch(self.parent_id, params=_params(params))
@@ -346,7 +348,7 @@ class Tracker:
 
     def _find_parent(self, uid: str, seconds: float) -> str | None:
         """The study's first parent run (by its uid), looked for every 0.2 s for at most ``seconds``."""
-        query = f"tags.`lrbench.role` = 'study' and tags.`{STUDY_UID_TAG}` = '{uid}'"
+        query = f"tags.`{ROLE_TAG}` = 'study' and tags.`{STUDY_UID_TAG}` = '{uid}'"
         deadline = time.monotonic() + seconds
         while True:
             found = self.client.search_runs(
