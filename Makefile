@@ -12,7 +12,7 @@ STUDY  ?= studies/breast_cancer.yaml
 PORT   ?= 5000
 ARGS   ?=
 
-.PHONY: install study ui export perf test lint lock clean
+.PHONY: install study ui export perf perf-server test test-fast lint lock clean
 
 # torch first (TORCH_SPEC), then lrbench with every other package at the version constraints.txt pins.
 $(STAMP): pyproject.toml constraints.txt
@@ -33,16 +33,24 @@ ui: $(STAMP)
 export: $(STAMP)
 	$(BIN)/lrbench export $(STUDY) $(ARGS)
 
+# Benchmarks beside the package (perf/), side by side in one run; see docs/performance.md.
 perf: $(STAMP)
-	$(BIN)/python -m bench.perf storage
-	$(BIN)/python -m bench.perf $(ARGS)
+	$(BIN)/python -m perf storage
+	$(BIN)/python -m perf $(ARGS)
+
+perf-server: $(STAMP)
+	$(BIN)/python -m perf server $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(ARGS)
 
+# The edit-run loop: everything but the tests marked slow (long training, servers, several processes).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
+
 lint: $(STAMP)
-	$(BIN)/ruff check bench tests data
-	$(BIN)/ruff format --check bench tests data
+	$(BIN)/ruff check bench tests perf data
+	$(BIN)/ruff format --check bench tests perf data
 	$(BIN)/mypy
 
 # Re-pin constraints.txt to the newest releases pyproject.toml admits, resolved in a new virtual environment

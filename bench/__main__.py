@@ -1,5 +1,5 @@
 import sys
 
-from bench.entry import main
+from bench.cli.entry import main
 
 sys.exit(main())

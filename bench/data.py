@@ -7,19 +7,17 @@ a target column, an optional label mapping and columns to drop. Bad data is a :c
 A prepared split (the arrays a Task is made of) is cached on disk, keyed by everything it is made from:
 the data config, the data file's bytes (or the scikit-learn version for its bundled and synthetic data),
 and this module's source. A later load of the same data skips pandas and scikit-learn (about a second to
-import here). ``LRBENCH_CACHE`` names the folder (default ``$XDG_CACHE_HOME/lrbench`` or
-``~/.cache/lrbench``); ``LRBENCH_CACHE=off`` turns the cache off.
+import here). The folder is :func:`bench.cache.cache_dir`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import importlib
 import importlib.metadata
 import json
-import os
-import tempfile
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from bench.cache import cache_dir, write_whole
 from bench.errors import UserError
 
 # torch, pandas and scikit-learn (about 4 s together to import here) are imported where data is loaded: a
@@ -265,19 +264,6 @@ def _prepare(cfg: DataConfig) -> dict[str, np.ndarray]:
 # --- the prepared-split cache ------------------------------------------------------------------------
 
 
-def cache_dir() -> Path | None:
-    """lrbench's cache folder on this machine (None: off)."""
-    setting = os.environ.get("LRBENCH_CACHE", "")
-    if setting.lower() == "off":
-        return None
-    if setting:
-        return Path(setting)
-    try:
-        return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lrbench"
-    except RuntimeError:  # no home folder to be found: no cache
-        return None
-
-
 def _cache_path(cfg: DataConfig) -> Path | None:
     """The cache file of a data config: its name is a hash of everything the arrays are made from."""
     folder = cache_dir()
@@ -314,20 +300,10 @@ def _cached(cfg: DataConfig) -> dict[str, np.ndarray] | None:
 
 
 def _store(cfg: DataConfig, arrays: dict[str, np.ndarray]) -> None:
-    """Written whole or not at all (a temporary file renamed into place), so that processes that load the
-    same data at once never read half a file; a cache that cannot be written is skipped."""
+    """Written whole or not at all, so that processes that load the same data at once never read half a
+    file; a cache that cannot be written is skipped."""
     path = _cache_path(cfg)
     if path is None:
         return
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".split-", suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, allow_pickle=False, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-    except OSError:
-        pass
+    with contextlib.suppress(OSError):
+        write_whole(path, lambda f: np.savez(f, allow_pickle=False, **arrays))

@@ -6,6 +6,9 @@ from pathlib import Path
 import pytest
 
 from bench.data import DataConfig, Task, load_task
+from bench.tracking.local_server import running
+
+from helpers import SMOKE
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -96,3 +99,23 @@ def postgres_database(postgres: str) -> str:
     with psycopg.connect(f"{postgres}/postgres", autocommit=True) as connection:
         connection.execute(f"CREATE DATABASE {name}")
     return f"{postgres}/{name}"
+
+
+# --- a real MLflow tracking server, and a smoke study --------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``mlflow server`` on 127.0.0.1 for the session (its URL)."""
+    with running(tmp_path_factory.mktemp("mlflow-server")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The smoke study run to its end, once per test module: its output folder."""
+    from bench.cli.parser import run
+
+    out_dir = tmp_path_factory.mktemp("smoke")
+    assert run(["study", str(SMOKE), "--output", str(out_dir)]) == 0
+    return out_dir

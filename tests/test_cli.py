@@ -4,10 +4,15 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from bench.cli import main, parse_value
+from bench.cli.commands import parse_value
+from bench.cli.parser import run as main
+from bench.tracking.local_server import free_port
+
+from helpers import ROOT, SMOKE, write_study
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -142,12 +147,14 @@ def test_errors_are_one_line_and_exit_2(
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_console_script_and_module_entry_point() -> None:
     for cmd in ([str(Path(sys.executable).with_name("lrbench"))], [sys.executable, "-m", "bench"]):
         out = subprocess.run([*cmd, "schedule", "Nope"], capture_output=True, text=True)
         assert out.returncode == 2 and out.stderr.startswith("lrbench: error: unknown scheduler")
 
 
+@pytest.mark.slow
 def test_output_piped_into_a_reader_that_stops_ends_quietly() -> None:
     """`lrbench schedule ... | head` stops quietly when head has read its lines: no broken-pipe traceback."""
     lrbench = str(Path(sys.executable).with_name("lrbench"))
@@ -160,12 +167,13 @@ def test_output_piped_into_a_reader_that_stops_ends_quietly() -> None:
     assert proc.wait(timeout=120) == 0 and "Traceback" not in err, err
 
 
+@pytest.mark.slow
 def test_help_and_the_registry_do_not_import_torch() -> None:
     """`lrbench --help` and `lrbench schedules` answer at once: torch (seconds to import) is imported where
     a schedule is built or a model trained."""
     code = """
 import contextlib, io, sys
-from bench.cli import main
+from bench.cli.parser import run as main
 with contextlib.redirect_stdout(io.StringIO()) as out:
     assert main(["schedules"]) == 0
     with contextlib.suppress(SystemExit):
@@ -183,3 +191,98 @@ print("torch" in sys.modules)
 def test_parse_value() -> None:
     assert parse_value("10") == 10 and parse_value("1e-3") == 0.001 and parse_value("[10, 20]") == [10, 20]
     assert parse_value("true") is True and parse_value("cos") == "cos"
+
+
+@pytest.mark.parametrize(
+    ("flag", "uri", "message"),
+    [
+        # psycopg2 is not installed here; were it installed, nothing listens on the port
+        (
+            "--storage",
+            "postgresql+psycopg2://user:secret@127.0.0.1:{port}/db",
+            "storage postgresql+psycopg2://user:***@",
+        ),
+        (
+            "--storage",
+            "sqlite:///{tmp}/no/such/folder/optuna.db",
+            "cannot connect (unable to open database file)",
+        ),
+        ("--tracking-uri", "http://user:secret@127.0.0.1:{port}", "does not answer"),
+        (
+            "--tracking-uri",
+            "postgresql://user:secret@127.0.0.1:{port}/mlflow",
+            "tracking store postgresql://user:***@",
+        ),
+    ],
+)
+def test_stores_given_on_the_command_line_are_checked_before_anything_is_created(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    flag: str,
+    uri: str,
+    message: str,
+) -> None:
+    """A storage without its driver, a database that cannot be opened, a tracking server that is down: one
+    line, exit status 2, before the study's writer is started (MLflow's client would retry a server that is
+    down for minutes), nothing created, and no password printed."""
+    from bench.cli import study
+
+    def no_writer(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the study's writer was started before the stores were checked")
+
+    monkeypatch.setattr(study, "Writer", no_writer)
+    out = tmp_path / "results"
+    given = uri.format(port=free_port(), tmp=tmp_path)
+    assert main(["study", str(SMOKE), "--output", str(out), flag, given]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "secret" not in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_tracking_server_that_stops_answering_during_an_export_is_one_line(
+    smoke_run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A tracking server that answered lrbench's first check and then stops answering (here nothing
+    listens on its port past the check) ends an export in one line, not in MLflow's traceback."""
+    from bench.cli import study
+
+    monkeypatch.setattr(study, "check_given", lambda args: None)  # as if the server had answered it
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    url = f"http://127.0.0.1:{free_port()}"
+    assert main(["export", str(SMOKE), "--output", str(smoke_run), "--tracking-uri", url]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"lrbench: error: the tracking server {url} stopped answering ([Errno 111] Connection refused); "
+        "run the same command again once it answers"
+    ], err
+
+
+@pytest.mark.slow
+def test_the_command_pauses_the_garbage_collector_for_start_up_alone(tmp_path: Path) -> None:
+    """`lrbench study` runs start-up (the imports) without the collector, and its trials with it, what
+    start-up loaded frozen; a study that stops before its trials gives it back too. Run in a child: the
+    command's path, and a freeze that should not reach the test process."""
+    study = write_study(tmp_path, optuna__n_trials=1, training__epochs=2)
+    code = f"""
+import gc, json
+import bench.search.run
+from bench.cli.entry import _main
+seen = []
+run = bench.search.run._Worker.run
+def spy(*args, **kwargs):
+    seen.append([gc.isenabled(), gc.get_freeze_count() > 0])
+    return run(*args, **kwargs)
+bench.search.run._Worker.run = spy
+ok = _main(["study", {str(study)!r}, "--output", {str(tmp_path / "out")!r}], command=True)
+after_ok = gc.isenabled()
+bad = _main(["study", {str(tmp_path / "missing.yaml")!r}], command=True)
+print(json.dumps([seen, ok, after_ok, bad, gc.isenabled()]))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr
+    seen, ok, after_ok, bad, after_bad = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen == [[True, True]] and ok == 0 and after_ok
+    assert bad == 2 and after_bad

@@ -1,0 +1,135 @@
+"""``lrbench study`` and ``lrbench export``: run a study, and write what a study gives (leaderboard CSVs,
+the summary figure, the terminal's table) from its stores."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from bench.cli import startup
+from bench.cli.stores import check_given
+from bench.config import Locations, StudyConfig, load
+from bench.errors import TrackingServerDown, UserError
+from bench.report import figures
+from bench.tracking.names import val_metric_key
+from bench.tracking.writer import Writer
+from bench.uris import shown
+
+
+def study_locations(args: argparse.Namespace) -> tuple[StudyConfig, Locations]:
+    cfg = load(args.study)
+    loc = Locations.resolve(
+        cfg, args.output, getattr(args, "storage", None), getattr(args, "tracking_uri", None)
+    )
+    return cfg, loc
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    cfg, loc = study_locations(args)
+    if args.n_trials is not None and args.n_trials < 1:
+        raise UserError(f"--n-trials must be at least 1, got {args.n_trials}")
+    check_given(args)
+    print(
+        f"study {cfg.name}: storage {shown(loc.storage)}, tracking {shown(loc.tracking_uri)}", file=sys.stderr
+    )
+    # Before importing optuna and the engines: MLflow opens the store meanwhile.
+    writer = Writer(loc.tracking_uri, cfg.name, loc.spool(cfg), warm=figures.prepare)
+    try:
+        try:
+            from bench.search import run_study
+
+            outcome = run_study(cfg, loc, n_trials=args.n_trials, writer=writer, on_loaded=startup.end)
+            print(publish(cfg, loc, writer))
+        finally:
+            writer.close()
+    except TrackingServerDown as exc:
+        spooled = len(writer.spool.kept())
+        kept = " and in MLflow"
+        if spooled:
+            kept = (
+                f"; what MLflow does not have yet of {spooled} trial(s) is kept under {writer.spool.folder}"
+            )
+        raise UserError(
+            f"{exc}, and the study stopped. The trials that ended are in the study{kept}. Run the same "
+            f"command again once the server answers{': that is written first,' if spooled else ','} and "
+            "the study goes on"
+        ) from None
+    if outcome.interrupted:
+        print(
+            f"lrbench: interrupted after {outcome.ran} trial(s) in this run; "
+            "run the same command again to resume",
+            file=sys.stderr,
+        )
+        return 130
+    where = f" --tracking-uri {shown(args.tracking_uri)}" if args.tracking_uri else ""
+    where += f" --output {args.output}" if args.output and not args.tracking_uri else ""
+    print(f"compare the runs: lrbench ui --study {args.study}{where}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    cfg, loc = study_locations(args)
+    check_given(args)
+    print(publish(cfg, loc))
+    return 0
+
+
+# Draws the summary figure from the runs (label -> run id): the labels it left out for want of curves.
+DrawSummary = Callable[[Mapping[str, str], Path], list[str]]
+
+
+def publish(cfg: StudyConfig, loc: Locations, writer: Writer | None = None) -> str:
+    """Leaderboard CSVs and the summary figure from the stores; what the terminal shows of them. Given the
+    study's writer (which knows the parent run), the figure is drawn there and the files are attached to
+    the parent run too; else a Tracker of this process reads the curves."""
+    summary_figure = figures.summary_figure
+    key, metric = val_metric_key(cfg.objective.metric), cfg.objective.metric
+    keys = ("lr", key)
+    if writer is not None:
+
+        def draw(runs: Mapping[str, str], path: Path) -> list[str]:
+            return writer.draw(runs, keys, summary_figure, key, metric, path)
+
+        text, files = _export(cfg, loc, draw)
+        writer.log_parent_artifacts(files).result()
+        return text
+    from bench.tracking.client import Tracker
+
+    tracker = Tracker(loc.tracking_uri, cfg.name)
+    try:
+        return _export(
+            cfg, loc, lambda runs, path: summary_figure(tracker.curves(runs, keys), key, metric, path)
+        )[0]
+    finally:
+        tracker.close()
+
+
+def _export(cfg: StudyConfig, loc: Locations, draw: DrawSummary) -> tuple[str, list[Path]]:
+    from bench.report import leaderboard
+    from bench.search import load_trials
+
+    stored = load_trials(cfg, loc)
+    out_dir = loc.results_dir(cfg)
+    metric = cfg.objective.metric
+    board, table = leaderboard.export(stored.trials, stored.direction, metric, out_dir, cfg.training.seed)
+    files = [out_dir / "leaderboard.csv", out_dir / "schedulers.csv"]
+    runs = {}
+    for _, fam in table.dropna(subset=["best_trial"]).iterrows():
+        row = board[board["number"] == fam["best_trial"]].iloc[0]
+        run_id = row["mlflow_run_id"]
+        if isinstance(run_id, str) and run_id:
+            runs[f"{fam['scheduler']} (#{row['number']})"] = run_id
+    missing: list[str] = []
+    if runs:
+        missing = draw(runs, out_dir / "summary.png")
+        files.append(out_dir / "summary.png")
+    lines = [leaderboard.terminal_table(board, table, metric), ""]
+    lines += [f"wrote {f}" for f in files]
+    if missing:
+        lines.append(
+            f"  summary.png leaves out {', '.join(missing)}: no curves in MLflow yet (another worker is "
+            "still writing them); `lrbench export` draws it again"
+        )
+    return "\n".join(lines), files

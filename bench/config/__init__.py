@@ -1,0 +1,29 @@
+"""Study definitions: the schema (:mod:`.schema`), reading and checking a YAML file (:mod:`.load`), and
+where a study's results go (:mod:`.locations`)."""
+
+from bench.config.locations import Locations
+from bench.config.reading import load, parse
+from bench.config.schema import (
+    METRICS,
+    PRUNERS,
+    SAMPLERS,
+    FloatRange,
+    ObjectiveSection,
+    OptunaSection,
+    StudyConfig,
+    TrainingSection,
+)
+
+__all__ = [
+    "METRICS",
+    "PRUNERS",
+    "SAMPLERS",
+    "FloatRange",
+    "Locations",
+    "ObjectiveSection",
+    "OptunaSection",
+    "StudyConfig",
+    "TrainingSection",
+    "load",
+    "parse",
+]

@@ -1,0 +1,119 @@
+"""The study schema: the typed sections a study definition (YAML) is read into.
+
+```yaml
+name: breast_cancer
+task: {dataset: breast_cancer}            # or {csv: PATH, target: COLUMN, drop: [...], label_map: {...}}
+model: {hidden: [64, 32], activation: relu, dropout: 0.0}
+training:
+  optimizer: adam                          # or a list to search over: [adam, sgd]
+  lr: {low: 1.0e-4, high: 1.0e-1}          # or a number (fixed) or a list of values
+  epochs: 50
+  batch_size: 32
+schedulers: all                            # or a list of families, or a mapping family -> narrowed ranges
+objective: {metric: val_accuracy}          # direction follows the metric unless given
+optuna: {sampler: tpe, pruner: median, n_trials: 100, seed: 0}
+```
+
+Every key is described in docs/yaml-reference.md (a test checks that none is missing there).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from bench.data import DataConfig
+from bench.model import ModelConfig
+
+SAMPLERS = ("tpe", "random", "qmc", "cmaes", "grid")
+PRUNERS = ("none", "median", "successive_halving", "hyperband")
+METRICS = {"val_accuracy": "maximize", "val_loss": "minimize"}
+
+
+@dataclass(frozen=True)
+class FloatRange:
+    """A float searched between low and high (log scale by default, as suits learning rates)."""
+
+    low: float
+    high: float
+    log: bool = True
+
+
+@dataclass(frozen=True)
+class TrainingSection:
+    optimizer: tuple[str, ...] = ("adam",)  # more than one: searched
+    lr: float | FloatRange | tuple[float, ...] = FloatRange(1e-4, 1e-1)
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    epochs: int = 50
+    batch_size: int = 32
+    device: str = "auto"
+    seed: int = 0  # trial n trains with seed + n
+    engine: str = "population"  # or "reference": one trial at a time (the ground truth)
+    population_size: int = 0  # trials trained at once by the population engine; 0: automatic
+
+
+@dataclass(frozen=True)
+class ObjectiveSection:
+    metric: str = "val_accuracy"
+    direction: str = ""  # derived from the metric when empty
+    reduce: str = "final"  # final: the last epoch's value (the model that is tested); best: the best epoch's
+
+
+@dataclass(frozen=True)
+class OptunaSection:
+    sampler: str = "tpe"
+    pruner: str = "median"
+    n_trials: int = 100
+    timeout: float | None = None  # seconds; stops asking for new trials after it
+    seed: int | None = 0
+    warmup_epochs: int = 5  # epochs before the pruner may stop a trial
+    # Epochs between intermediate values stored in Optuna (and pruning decisions); the last epoch always is.
+    # Each report is a storage write (see `python -m bench.perf storage` for what a trial's reports cost).
+    report_every: int = 1
+    # TPE over the joint space (group-decomposed): several times the cost of an ask of the independent
+    # TPE, Optuna's default (`python -m bench.perf storage`); worth it when arguments interact strongly.
+    multivariate: bool = False
+    max_failures: int = 10  # trials raising errors in one run before the run gives up
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str
+    description: str = ""
+    task: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingSection = field(default_factory=TrainingSection)
+    # family -> {argument: fixed value | [low, high] | [choice, ...]}; empty mapping: the default space.
+    schedulers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    objective: ObjectiveSection = field(default_factory=ObjectiveSection)
+    optuna: OptunaSection = field(default_factory=OptunaSection)
+    output: str = "results"
+
+    @property
+    def direction(self) -> str:
+        return self.objective.direction or METRICS[self.objective.metric]
+
+    def comparable(self) -> dict[str, Any]:
+        """The parts that must not change for results to stay comparable when a study resumes."""
+        plain = dataclasses.asdict(self)
+        out = {key: plain[key] for key in ("task", "model", "training", "schedulers", "objective")}
+        # How trials are batched does not change what they compute (the engines' contract tests).
+        out["training"] = {k: v for k, v in out["training"].items() if k not in ("engine", "population_size")}
+        return out | {"direction": self.direction}
+
+    def to_yaml(self) -> str:
+        plain = _plain(dataclasses.asdict(self))
+        return yaml.safe_dump(plain, sort_keys=False)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value

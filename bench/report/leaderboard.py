@@ -1,0 +1,148 @@
+"""Leaderboards: ``leaderboard.csv`` (one row per trial) and ``schedulers.csv`` (one row per schedule
+family, ranked by its best trial), from a stored study's records alone, and the terminal's table."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench.stored import StoredTrial
+
+LEADERBOARD_FIRST = ["number", "state", "scheduler", "optimizer", "lr", "seed", "value"]
+# Read from the trial's "result" attribute (see bench.search.telling), then its run id and failure.
+RESULT_COLUMNS = [
+    "best_val_accuracy",
+    "final_val_accuracy",
+    "best_val_loss",
+    "final_val_loss",
+    "test_accuracy",
+    "test_loss",
+    "epochs_run",
+    "seconds",
+]
+LEADERBOARD_LAST = [*RESULT_COLUMNS, "mlflow_run_id", "failure", "scheduler_args"]
+
+
+def leaderboard(records: Sequence[StoredTrial], direction: str, seed_base: int = 0) -> pd.DataFrame:
+    """One row per trial, best first (finished trials before pruned and failed ones)."""
+    rows = []
+    for r in records:
+        attrs, params = r.user_attrs, r.params
+        result = attrs.get("result") or {}
+        row: dict[str, Any] = {
+            "number": r.number,
+            "state": r.state,
+            "scheduler": params.get("scheduler"),
+            "optimizer": result.get("optimizer", params.get("optimizer")),
+            "lr": result.get("lr", params.get("lr")),
+            "seed": result.get("seed", seed_base + r.number),
+            "value": r.value,
+        }
+        # Every sampled argument, namespaced by family (<family>.<arg>), as Optuna stored it.
+        row.update({k: v for k, v in params.items() if "." in k})
+        row.update({k: result.get(k) for k in RESULT_COLUMNS})
+        row.update(
+            mlflow_run_id=attrs.get("mlflow_run_id"),
+            failure=attrs.get("failure"),
+            scheduler_args=result.get("scheduler_args"),
+        )
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return pd.DataFrame(columns=LEADERBOARD_FIRST + LEADERBOARD_LAST)
+    arg_cols = sorted(c for c in frame.columns if c not in LEADERBOARD_FIRST + LEADERBOARD_LAST)
+    # Integer arguments stay integers beside the blanks of other families' rows (pandas would make them
+    # floats); which ones are integers is read off the stored values, before the frame mixes them.
+    integer = {
+        k for r in records for k, v in r.params.items() if isinstance(v, int) and not isinstance(v, bool)
+    }
+    for col in arg_cols:
+        if col in integer:
+            frame[col] = frame[col].astype("Int64")
+    frame["epochs_run"] = frame["epochs_run"].astype("Int64")  # blank for a trial that failed before it ran
+    frame = frame[LEADERBOARD_FIRST + arg_cols + LEADERBOARD_LAST]
+    order = {"COMPLETE": 0, "PRUNED": 1, "FAIL": 2, "RUNNING": 3, "WAITING": 4}
+    frame["_state"] = frame["state"].map(order)
+    frame = frame.sort_values(
+        ["_state", "value", "number"], ascending=[True, direction == "minimize", True], na_position="last"
+    )
+    return frame.drop(columns="_state").reset_index(drop=True)
+
+
+def schedulers_table(board: pd.DataFrame, direction: str, metric: str) -> pd.DataFrame:
+    """One row per family: trial counts by state, the best trial's value and test accuracy, the median value
+    over its complete trials, and the rank of its best value."""
+    rows = []
+    for name, group in board.groupby("scheduler", sort=True):
+        complete = group[group["state"] == "COMPLETE"]
+        best = None
+        if not complete.empty:
+            idx = complete["value"].idxmax() if direction == "maximize" else complete["value"].idxmin()
+            best = complete.loc[idx]
+        rows.append(
+            {
+                "scheduler": name,
+                "trials": len(group),
+                "complete": len(complete),
+                "pruned": int((group["state"] == "PRUNED").sum()),
+                "failed": int((group["state"] == "FAIL").sum()),
+                f"best_{metric}": None if best is None else best["value"],
+                "best_trial": None if best is None else int(best["number"]),
+                "test_accuracy": None if best is None else best["test_accuracy"],
+                f"median_{metric}": complete["value"].median() if not complete.empty else None,
+            }
+        )
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    key = f"best_{metric}"
+    table["rank"] = table[key].rank(ascending=direction == "minimize", method="min").astype("Int64")
+    return table.sort_values(["rank", "scheduler"], na_position="last").reset_index(drop=True)
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> None:
+    """Written beside the target and renamed into place: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
+    frame.to_csv(tmp, index=False)
+    tmp.replace(path)
+
+
+def export(
+    records: Sequence[StoredTrial], direction: str, metric: str, out_dir: Path, seed_base: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    board = leaderboard(records, direction, seed_base)
+    table = schedulers_table(board, direction, metric)
+    write_csv(board, out_dir / "leaderboard.csv")
+    write_csv(table, out_dir / "schedulers.csv")
+    return board, table
+
+
+def terminal_table(board: pd.DataFrame, table: pd.DataFrame, metric: str, top: int = 10) -> str:
+    """The end-of-study summary printed in the terminal."""
+    if board.empty:
+        return "no trials yet"
+    shown = board.head(top)[
+        ["number", "state", "scheduler", "optimizer", "lr", "value", "test_accuracy", "epochs_run"]
+    ]
+    shown = shown.rename(columns={"value": metric})
+    fams = table[
+        [
+            "rank",
+            "scheduler",
+            "trials",
+            "complete",
+            "pruned",
+            "failed",
+            f"best_{metric}",
+            "test_accuracy",
+            f"median_{metric}",
+        ]
+    ]
+    trials = shown.to_string(index=False, formatters={"lr": "{:.3g}".format}, float_format="{:.4f}".format)
+    families = fams.to_string(index=False, float_format="{:.4f}".format)
+    return f"Top {len(shown)} trials\n{trials}\n\nSchedule families\n{families}"

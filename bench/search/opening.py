@@ -1,0 +1,113 @@
+"""Opening a study: create it or load it (several workers may do both at once), refusing to resume one
+whose definition changed in a way that breaks comparison."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+
+from bench.config import Locations, StudyConfig
+from bench.errors import UserError
+from bench.search.space import make_pruner, make_sampler
+from bench.search.storage import open_storage
+from bench.uris import shown
+
+UID = "study_uid"  # study user attribute: tells a study's MLflow runs from another's of the same name
+DEFINITION = "definition"  # study user attribute: the comparable part of the study's definition
+
+
+@dataclass
+class OpenedStudy:
+    """A study as this worker opened it."""
+
+    cfg: StudyConfig
+    study: optuna.Study
+    storage: optuna.storages.BaseStorage
+    created: bool  # this worker created it
+    uid: str
+    # The number this worker's sampler was seeded for (its first trial's, unless another worker asks
+    # first): checked at its first ask.
+    seeded_at: int | None
+
+    def ask(self, k: int) -> list[optuna.Trial]:
+        """k new trials. In this worker's first batch, if another worker asked trials since this one opened
+        the study (perhaps with a sampler of the same seed), this worker's seed follows its own first trial's
+        number instead: its points are drawn after the asks (by TPE's default, independent sampling;
+        multivariate samplers drew this batch's at the asks, with the seed of the open)."""
+        asked = [self.study.ask() for _ in range(k)]
+        if self.seeded_at is not None and asked and asked[0].number != self.seeded_at:
+            self.study.sampler = make_sampler(self.cfg, resumed_at=asked[0].number)
+        self.seeded_at = None
+        return asked
+
+
+def open_study(cfg: StudyConfig, loc: Locations) -> OpenedStudy:
+    """Create the study or load it, refusing to resume one whose comparable definition changed."""
+    storage = open_storage(loc.storage)
+    settings: dict[str, Any] = dict(
+        storage=storage,
+        study_name=cfg.name,
+        direction=cfg.direction,
+        sampler=make_sampler(cfg),
+        pruner=make_pruner(cfg),
+    )
+    created = True
+    try:
+        study = optuna.create_study(**settings)
+        # Tells this study's MLflow runs from those of another study of the same name (another storage) on
+        # the same tracking store. Stored by the one worker that created the study (a storage creates a
+        # study once), first thing, so that workers starting together all tag their runs with it.
+        study.set_user_attr(UID, uuid.uuid4().hex)
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.create_study(**settings, load_if_exists=True)
+        created = False
+    # The number the first trial this worker asks will have, unless another worker asks first (then its
+    # first batch reseeds the sampler: OpenedStudy.ask).
+    existing = len(study.get_trials(deepcopy=False))
+    if existing:
+        study.sampler = make_sampler(cfg, resumed_at=existing)
+    definition = json.loads(json.dumps(cfg.comparable(), default=str))
+    attrs = _attrs(study)
+    stored = attrs.get(DEFINITION)
+    if stored is None:
+        study.set_user_attr(DEFINITION, definition)
+    elif stored != definition:
+        changes = _changes(stored, definition)
+        raise UserError(
+            f"study {cfg.name!r} in {shown(loc.storage)} was run with another definition "
+            f"({'; '.join(changes[:3])}); "
+            f"to run the new definition, give it a new name (the YAML's name: key) or another --output DIR"
+        )
+    return OpenedStudy(cfg, study, storage, created, attrs[UID], existing)
+
+
+def _changes(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            changes += _changes(a, b, f"{prefix}{key}.")
+        elif a != b:
+            changes.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return changes
+
+
+def _attrs(study: optuna.Study) -> dict[str, Any]:
+    """The study's user attributes once its creator has stored its uid. A worker that loads a study just
+    created waits for it (briefly: the creator stores it right after creating the study, before the
+    definition); a study that has a definition but no uid was created before lrbench kept one, and gets one
+    now (as does a study whose creator died in between)."""
+    deadline = time.monotonic() + 5
+    attrs = study.user_attrs
+    while not {UID, DEFINITION} & attrs.keys() and time.monotonic() < deadline:
+        time.sleep(0.05)
+        attrs = study.user_attrs
+    if UID not in attrs:
+        study.set_user_attr(UID, uuid.uuid4().hex)
+        attrs = study.user_attrs
+    return attrs

@@ -1,0 +1,33 @@
+"""Reading a stored study back as plain records (what the reports read; no training, no torch)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+
+from bench.config import Locations, StudyConfig
+from bench.errors import UserError
+from bench.search.storage import open_storage
+from bench.search.telling import PARENT_RUN, SURPLUS
+from bench.stored import StoredStudy, StoredTrial
+from bench.uris import shown
+
+
+def load_trials(cfg: StudyConfig, loc: Locations) -> StoredStudy:
+    """Every trial of a stored study (but those asked past its total), as plain records."""
+    if "://" not in loc.storage and not Path(loc.storage).is_file():
+        raise UserError(f"no study storage at {loc.storage}; run `lrbench study` first")
+    storage = open_storage(loc.storage)
+    try:
+        study = optuna.load_study(study_name=cfg.name, storage=storage)
+    except KeyError:
+        raise UserError(
+            f"no study named {cfg.name!r} in {shown(loc.storage)}; run `lrbench study` first"
+        ) from None
+    trials = [
+        StoredTrial(t.number, t.state.name, t.value, dict(t.params), dict(t.user_attrs))
+        for t in study.get_trials(deepcopy=False)
+        if SURPLUS not in t.user_attrs
+    ]
+    return StoredStudy(trials, study.direction.name.lower(), study.user_attrs.get(PARENT_RUN))

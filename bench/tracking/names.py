@@ -1,0 +1,27 @@
+"""The names lrbench gives what it records in MLflow (DESIGN.md's "names that cross module boundaries"),
+and MLflow's own limits on a request."""
+
+from __future__ import annotations
+
+# Metrics: ``lr`` by optimizer step; the rest by epoch, or once (test).
+LR = "lr"
+TRAIN_LOSS, VAL_LOSS, VAL_ACCURACY = "train/loss", "val/loss", "val/accuracy"
+TEST_LOSS, TEST_ACCURACY = "test/loss", "test/accuracy"
+
+# Tags.
+PARENT_RUN_TAG = "mlflow.parentRunId"  # mlflow.utils.mlflow_tags.MLFLOW_PARENT_RUN_ID
+STUDY_UID_TAG = "lrbench.study_uid"  # one study's runs, apart from another's of the same name
+ROLE_TAG = "lrbench.role"  # "study" on a study's parent run
+STATE_TAG, FAILURE_TAG = "state", "failure"
+
+# Optuna's trial state (and KILLED: a trial its process did not finish) -> MLflow's run status.
+RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED", "KILLED": "KILLED"}
+
+MAX_METRICS, MAX_PARAMS = 1000, 100  # per log_batch call
+MAX_PARAM_CHARS = 6000
+MAX_TAG_CHARS = 5000
+
+
+def val_metric_key(objective_metric: str) -> str:
+    """The MLflow metric of a study's objective (``val_accuracy`` -> ``val/accuracy``)."""
+    return VAL_ACCURACY if objective_metric == "val_accuracy" else VAL_LOSS

@@ -1,0 +1,150 @@
+"""Leaderboards and the summary figure, written at the end of a study and again by export from the stores."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench import schedules
+from bench.cli.parser import run as main
+from bench.report import leaderboard
+from bench.stored import StoredTrial
+
+from helpers import SMOKE
+
+LEADERBOARD_COLUMNS = {
+    "number",
+    "state",
+    "scheduler",
+    "optimizer",
+    "lr",
+    "seed",
+    "value",
+    "best_val_accuracy",
+    "final_val_accuracy",
+    "test_accuracy",
+    "test_loss",
+    "epochs_run",
+    "seconds",
+    "mlflow_run_id",
+    "failure",
+}
+
+
+SCHEDULER_COLUMNS = {
+    "scheduler",
+    "trials",
+    "complete",
+    "pruned",
+    "failed",
+    "best_val_accuracy",
+    "best_trial",
+    "test_accuracy",
+    "median_val_accuracy",
+    "rank",
+}
+
+
+@pytest.mark.slow
+def test_leaderboards_load_and_export_reproduces_them(smoke_run: Path) -> None:
+    board = pd.read_csv(smoke_run / "smoke" / "leaderboard.csv")
+    table = pd.read_csv(smoke_run / "smoke" / "schedulers.csv")
+    assert set(board.columns) >= LEADERBOARD_COLUMNS and set(table.columns) >= SCHEDULER_COLUMNS
+    assert len(board) == 6 and board["number"].is_unique
+    sampled = {c for c in board.columns if "." in c}
+    assert sampled and all(c.split(".")[0] in schedules.SCHEDULES for c in sampled)
+    assert board["mlflow_run_id"].str.len().eq(32).all()
+    assert table["trials"].sum() == len(board) and table["rank"].min() == 1
+    best = table.iloc[0]
+    assert best["best_val_accuracy"] == board[board["scheduler"] == best["scheduler"]]["value"].max()
+    # export rebuilds both from storage, without training
+    before = {
+        name: (smoke_run / "smoke" / name).read_bytes() for name in ("leaderboard.csv", "schedulers.csv")
+    }
+    for name in before:
+        (smoke_run / "smoke" / name).unlink()
+    assert main(["export", str(SMOKE), "--output", str(smoke_run)]) == 0
+    for name, content in before.items():
+        assert (smoke_run / "smoke" / name).read_bytes() == content
+
+
+@pytest.mark.slow
+def test_summary_figure_leaves_out_runs_whose_curves_are_not_written_yet(
+    smoke_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With several workers, one may draw the figure while a trial another worker told still has no curves
+    in MLflow: the figure is drawn without it, and the output says so (here: MLflow answers no points for
+    one best trial's run)."""
+    import shutil
+
+    from bench.report.figures import summary_figure
+    from bench.tracking.client import Tracker
+
+    empty = {"a (#1)": {"lr": [], "val/loss": []}}
+    assert summary_figure(empty, "val/loss", "val_loss", tmp_path / "none.png") == ["a (#1)"]
+    assert (tmp_path / "none.png").stat().st_size > 0
+
+    out = tmp_path / "out"
+    shutil.copytree(smoke_run, out)
+    board = pd.read_csv(out / "smoke" / "schedulers.csv")
+    leader = pd.read_csv(out / "smoke" / "leaderboard.csv")
+    number = int(board["best_trial"].iloc[0])
+    run_id = leader.loc[leader["number"] == number, "mlflow_run_id"].iloc[0]
+    history = Tracker.history
+
+    def not_yet(self: Tracker, run: str, key: str) -> list[tuple[int, float]]:
+        return [] if run == run_id else history(self, run, key)
+
+    monkeypatch.setattr(Tracker, "history", not_yet)
+    (out / "smoke" / "summary.png").unlink()
+    capsys.readouterr()
+    assert main(["export", str(SMOKE), "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"(#{number}): no curves in MLflow yet" in printed and "summary.png leaves out" in printed
+    assert (out / "smoke" / "summary.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_export_reads_the_stored_study_without_torch(smoke_run: Path) -> None:
+    """Exporting, like reading a study's definition, does not import torch (2 s and more here)."""
+    board = smoke_run / "smoke" / "leaderboard.csv"
+    content = board.read_bytes()
+    board.unlink()
+    code = f"""
+import contextlib, io, sys
+from bench.cli.parser import run as main
+with contextlib.redirect_stdout(io.StringIO()):
+    assert main(["export", {str(SMOKE)!r}, "--output", {str(smoke_run)!r}]) == 0
+print("torch" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+    assert board.read_bytes() == content
+
+
+@pytest.mark.slow
+def test_integer_arguments_stay_integers_in_the_leaderboard(smoke_run: Path) -> None:
+    as_text = pd.read_csv(smoke_run / "smoke" / "leaderboard.csv", dtype=str)
+    int_cols = [c for c in as_text.columns if c.endswith(("warmup_iters", "step_size"))]
+    assert int_cols
+    for col in int_cols:
+        written = as_text[col].dropna()
+        assert len(written) and written.str.fullmatch(r"\d+").all(), (col, list(written))
+
+
+def test_epochs_stay_integers_beside_a_trial_that_failed_before_it_ran(tmp_path: Path) -> None:
+    result = {"epochs_run": 50, "test_accuracy": 0.96, "lr": 0.01}
+    params = {"scheduler": "StepLR"}
+    records = [
+        StoredTrial(0, "COMPLETE", 0.05, params, {"result": result}),
+        StoredTrial(1, "FAIL", None, params, {}),
+    ]
+    board, table = leaderboard.export(records, "minimize", "val_loss", tmp_path)
+    assert pd.read_csv(tmp_path / "leaderboard.csv", dtype=str)["epochs_run"].tolist()[0] == "50"
+    printed = leaderboard.terminal_table(board, table, "val_loss").splitlines()
+    assert printed[2].split()[-1] == "50", printed

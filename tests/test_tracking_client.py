@@ -1,0 +1,93 @@
+"""The study's view of a tracking store: workers that open a new store together, the runs a dead process
+left RUNNING, and the parent run workers share."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.tracking.client import Tracker
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cache", ["off", "suite"])
+def test_workers_that_start_together_share_a_new_local_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache: str
+) -> None:
+    """Two workers of one study starting at once on a new embedded store: one creates MLflow's tables (or
+    copies the template) and the experiment, the other finds them (without the lock, one of them failed
+    creating the tables)."""
+    import subprocess
+    import sys
+
+    if cache == "off":
+        monkeypatch.setenv("LRBENCH_CACHE", "off")
+
+    uri = f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}"
+    code = (
+        f"from bench.tracking.client import Tracker; t = Tracker({uri!r}, 'together'); "
+        "print(t.experiment_id); t.close()"
+    )
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    outs = [w.communicate(timeout=120) for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], [err[-600:] for _, err in outs]
+    assert len({out.strip() for out, _ in outs}) == 1  # one experiment
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["mlflow.db"]  # no lock file left
+
+
+def test_only_runs_of_trials_known_to_have_ended_are_closed(tmp_path: Path) -> None:
+    """A worker opening a study closes the runs that a dead process left RUNNING, as its snapshot of the
+    study's trials says; a run of a trial asked since (by a live worker) or owned by another run is left
+    alone (another worker's run was KILLED when its trial was asked just after the snapshot), and so are
+    the runs of another study of the same name (another storage) that shares the experiment."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    other = Tracker(uri, "orphans")  # the same study name in another output dir: its trial 0 is running
+    other.open_parent("orphans", None, {}, "theirs")
+    [theirs] = other.start_trials("orphans", [(0, "StepLR")])
+    tracker = Tracker(uri, "orphans")
+    tracker.open_parent("orphans", None, {}, "ours")
+    ids = tracker.start_trials("orphans", [(n, "StepLR") for n in range(5)])
+    snapshot = {
+        "0": ("FAIL", None, "worker process died (killed?)"),  # died before its tell
+        "1": ("COMPLETE", ids[1], None),  # told; its writes not yet made
+        "2": ("RUNNING", ids[2], None),  # a live worker's
+        # "3": asked by a live worker after the snapshot was taken
+        "4": ("COMPLETE", "another-run", None),
+    }
+    assert tracker.close_orphans("ours", snapshot) == 2
+    runs = {n: tracker.client.get_run(run_id) for n, run_id in enumerate(ids)}
+    assert [runs[n].info.status for n in range(5)] == ["KILLED", "FINISHED", "RUNNING", "RUNNING", "RUNNING"]
+    assert runs[0].data.tags["failure"] == "worker process died (killed?)"
+    assert runs[1].data.tags["state"] == "COMPLETE"
+    assert tracker.client.get_run(theirs).info.status == "RUNNING"
+    assert tracker.client.get_run(str(tracker.parent_id)).info.status == "RUNNING"  # not a trial run
+    tracker.close()
+
+
+def test_a_worker_that_joins_a_new_study_takes_the_parent_run_its_creator_makes(tmp_path: Path) -> None:
+    """Told to look (``find``), a worker waits for the parent run of its study (by uid) that another
+    worker makes meanwhile, and takes it; a parent of another study of the same name is not taken, and
+    when none comes, the worker makes its own."""
+    import threading
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    creator, joiner, other = (Tracker(uri, "shared") for _ in range(3))
+    other.open_parent("shared", None, {}, "another study")
+    timer = threading.Timer(1.0, creator.open_parent, ("shared", None, {}, "uid"))
+    timer.start()
+    found = joiner.open_parent("shared", None, {}, "uid", find=30.0)
+    timer.join()
+    assert found is not None and found == creator.parent_id
+    late = Tracker(uri, "shared")
+    assert late.open_parent("shared", None, {}, "no parent yet", find=0.5) not in (
+        creator.parent_id,
+        other.parent_id,
+    )
+    for t in (creator, joiner, other, late):
+        t.close()
