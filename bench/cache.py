@@ -1,5 +1,4 @@
-"""lrbench's cache folder on this machine: prepared data splits (:mod:`bench.data`) and the empty MLflow
-store that new embedded stores are copied from (:mod:`bench.tracking.store`).
+"""lrbench's cache folder on this machine: prepared data splits (:mod:`bench.data`).
 
 ``LRBENCH_CACHE`` names the folder (default ``$XDG_CACHE_HOME/lrbench`` or ``~/.cache/lrbench``);
 ``LRBENCH_CACHE=off`` turns the cache off.

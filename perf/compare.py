@@ -22,41 +22,53 @@ from pathlib import Path
 STUDY = "studies/breast_cancer.yaml"
 
 
-def _one(tree: Path, out: Path) -> float:
+def _one(tree: Path, out: Path) -> tuple[float, float]:
+    """Wall seconds, and CPU seconds (user + system, the study's process and the writer it reaped)."""
     start = time.perf_counter()
-    subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "bench", "study", STUDY, "--output", str(out)],
         cwd=tree,
-        check=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=dict(os.environ, PYTHONPATH=str(tree)),
     )
-    return time.perf_counter() - start
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if status != 0:
+        raise RuntimeError(f"lrbench study in {tree} exited with status {status}")
+    return wall, usage.ru_utime + usage.ru_stime
 
 
 def compare(a: Path, b: Path, runs: int) -> str:
     walls: dict[str, list[float]] = {"A": [], "B": []}
+    cpus: dict[str, list[float]] = {"A": [], "B": []}
     with tempfile.TemporaryDirectory() as tmp:
         _one(a, Path(tmp) / "warm-a")  # a first run of each, not counted: caches, the template store
         _one(b, Path(tmp) / "warm-b")
         for i in range(runs):
             for label, tree in (("A", a), ("B", b)):
                 print(f"  run {i + 1} of {runs}, {label} ...", file=sys.stderr, flush=True)
-                walls[label].append(_one(tree, Path(tmp) / f"{label}-{i}"))
+                wall, cpu = _one(tree, Path(tmp) / f"{label}-{i}")
+                walls[label].append(wall)
+                cpus[label].append(cpu)
     ratios = [x / y for x, y in zip(walls["A"], walls["B"], strict=True)]
+    cpu_ratios = [x / y for x, y in zip(cpus["A"], cpus["B"], strict=True)]
     lines = [
         f"The default study end to end ({STUDY}, a fresh output folder a run), {runs} runs each, A B A B",
         f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
         f"A = {a}",
         f"B = {b}",
         "",
-        f"{'':>4} {'runs (s)':>48} {'median':>8}",
+        f"{'':>4} {'wall, each run (s)':>64} {'median':>7} {'CPU median':>11}",
     ]
     for label in ("A", "B"):
         runs_text = " ".join(f"{w:.2f}" for w in walls[label])
-        lines.append(f"{label:>4} {runs_text:>48} {statistics.median(walls[label]):>8.2f}")
-    lines.append(
-        f"A/B per pair: median {statistics.median(ratios):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f})"
-    )
+        lines.append(
+            f"{label:>4} {runs_text:>64} {statistics.median(walls[label]):>7.2f} "
+            f"{statistics.median(cpus[label]):>11.2f}"
+        )
+    for what, r in (("wall", ratios), ("CPU", cpu_ratios)):
+        lines.append(
+            f"A/B per pair, {what}: median {statistics.median(r):.3f} (min {min(r):.3f}, max {max(r):.3f})"
+        )
     return "\n".join(lines)

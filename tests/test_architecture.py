@@ -22,7 +22,7 @@ ALLOWED: dict[str, set[str]] = {
     "bench.uris": set(),
     "bench.cache": set(),
     "bench.stored": set(),
-    "bench._compat": {"bench.lazy"},
+    "bench._compat": set(),
     "bench.model": {"bench.errors", "bench.lazy"},
     "bench.data": {"bench.errors", "bench.cache"},
     "bench.schedules": {"bench.errors", "bench.lazy"},

@@ -286,3 +286,21 @@ print(json.dumps([seen, ok, after_ok, bad, gc.isenabled()]))
     seen, ok, after_ok, bad, after_bad = json.loads(out.stdout.strip().splitlines()[-1])
     assert seen == [[True, True]] and ok == 0 and after_ok
     assert bad == 2 and after_bad
+
+
+def test_schedule_linear_lr_prints_torchs_own_curve(capsys: pytest.CaptureFixture[str]) -> None:
+    """Under torch's name, torch's defaults: a LinearLR given a start factor warms up to the base LR."""
+    import torch
+
+    argv = ["schedule", "LinearLR", "--set", "start_factor=0.1", "--set", "total_iters=9"]
+    code, out, _ = run(capsys, *argv, "--lr", "0.3", "--epochs", "15", "--format", "csv")
+    printed = [float(line.split(",")[2]) for line in out.splitlines()[1:]]
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.3)
+    scheduler = torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.1, total_iters=9)
+    expected = []
+    for _ in range(15):
+        expected.append(opt.param_groups[0]["lr"])
+        opt.step()
+        scheduler.step()
+    assert code == 0 and printed == pytest.approx(expected, rel=1e-9)
+    assert printed[0] == pytest.approx(0.03) and printed[9:] == pytest.approx([0.3] * 6)

@@ -11,18 +11,11 @@ from bench.tracking.client import Tracker
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cache", ["off", "suite"])
-def test_workers_that_start_together_share_a_new_local_store(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache: str
-) -> None:
-    """Two workers of one study starting at once on a new embedded store: one creates MLflow's tables (or
-    copies the template) and the experiment, the other finds them (without the lock, one of them failed
-    creating the tables)."""
+def test_workers_that_start_together_share_a_new_local_store(tmp_path: Path) -> None:
+    """Two workers of one study starting at once on a new embedded store: one creates MLflow's tables and
+    the experiment, the other finds them (without the lock, one of them failed creating the tables)."""
     import subprocess
     import sys
-
-    if cache == "off":
-        monkeypatch.setenv("LRBENCH_CACHE", "off")
 
     uri = f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}"
     code = (

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from bench.data import DataConfig, Task, load_task
-from bench.model import ModelConfig
+from bench.model import ACTIVATIONS, ModelConfig, build_mlp, mean_loss
 from bench.schedules import SCHEDULES
 from bench.train import OPTIMIZERS, TrainConfig, train
 from bench.train.population import Joiner, Population, auto_population_size, group_key, train_population
@@ -251,3 +251,31 @@ print("ok")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("task_name", ["breast_cancer", "tiny_task"])  # one logit; three classes
+def test_each_members_gradient_is_its_own_models(
+    request: pytest.FixtureRequest, task_name: str, activation: str
+) -> None:
+    """One backward pass over the stacked members gives each member the gradient its own nn.Sequential gets
+    from autograd on its own batch, in the reference trainer's loss."""
+    task: Task = request.getfixturevalue(task_name)
+    model = ModelConfig(hidden=(12, 8), activation=activation)
+    pop = Population(task, [TrainConfig(model=model, seed=i) for i in range(3)])
+    batch = 20  # neither a power of two nor a divisor of the rows: the mean's 1/B is rounded
+    x = torch.stack([task.x_train[i * batch : (i + 1) * batch] for i in range(3)])
+    y = torch.stack([task.y_train[i * batch : (i + 1) * batch] for i in range(3)])
+    losses = pop.model.gradients(x, y.to(torch.float32) if pop.model.binary else y)
+    for i in range(3):
+        torch.manual_seed(i)
+        mlp = build_mlp(task.n_features, task.n_classes, model)
+        loss = mean_loss(mlp(x[i]), y[i])
+        loss.backward()
+        grads = [p.grad.t() if p.grad.dim() == 2 else p.grad for p in mlp.parameters()]
+        mine = torch.cat([g.reshape(-1) for g in grads])
+        assert float(losses[i]) == pytest.approx(loss.item(), rel=1e-6)
+        assert torch.allclose(pop.model.grad[i], mine, rtol=1e-5, atol=1e-7), (
+            i,
+            float((pop.model.grad[i] - mine).abs().max()),
+        )

@@ -1,5 +1,5 @@
-"""The embedded tracking store (SQLite beside a study's results): made fast to create and to write, and
-opened by one worker at a time."""
+"""The embedded tracking store (SQLite beside a study's results): made fast to write, and opened by one
+worker at a time."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from bench import _compat
-from bench.cache import cache_dir
 from bench.uris import sqlite_path
 
 
@@ -42,15 +41,11 @@ def one_at_a_time(tracking_uri: str) -> Iterator[None]:
 
 
 def prepare(tracking_uri: str) -> None:
-    """Before MLflow opens a local SQLite store (under :func:`one_at_a_time`): a new one is a copy of an
-    empty store, and its connections are tuned (:mod:`bench._compat`). Other stores are left as they are."""
+    """Before MLflow opens a local SQLite store: its connections are tuned (:mod:`bench._compat`). Other
+    stores are left as they are."""
     db = sqlite_path(tracking_uri)
-    if db is None:
-        return
-    cache = cache_dir()
-    if cache is not None and not Path(db).exists():
-        _compat.copy_empty_store(Path(db), cache)
-    _compat.tune_sqlite(db)
+    if db is not None:
+        _compat.tune_sqlite(db)
 
 
 def release() -> None:

@@ -2,9 +2,7 @@
 layer one batched matmul over the population.
 
 Each member's loss depends on its own weights only, so one backward pass gives every member its own
-gradient. That pass is written out (:meth:`StackedMLP.gradients`): autograd's graph and engine cost more
-than the arithmetic of a small population (see :mod:`bench._compat`, where the derivative kernels it uses
-live, for the measured difference); the tests check it against autograd, bit for bit.
+gradient (:meth:`StackedMLP.gradients`).
 """
 
 from __future__ import annotations
@@ -14,8 +12,8 @@ import math
 from collections.abc import Sequence
 
 import torch
+from torch.nn import functional as F
 
-from bench import _compat
 from bench.data import Task
 from bench.model import ModelConfig, activation, build_mlp, loss_and_correct, mean_loss, output_size
 
@@ -48,10 +46,8 @@ class StackedMLP:
     def __init__(self, task: Task, model: ModelConfig, flat: torch.Tensor):
         self.shapes = [s for w in layer_shapes(task, model) for s in (w, (1, w[1]))]
         self.activation = activation(model.activation)
-        self.activation_backward = _compat.ACTIVATION_BACKWARD[model.activation]
         self.dropout = model.dropout
         self.binary = output_size(task.n_classes) == 1
-        self._one = torch.ones((), device=flat.device)
         self.set_rows(flat)
 
     @property
@@ -62,13 +58,17 @@ class StackedMLP:
         """New parameters (compacted, or with members appended); the gradient buffer follows."""
         self.flat = flat.contiguous()
         self.grad = torch.zeros_like(self.flat)
+        self.weights, self.biases = self._views(self.flat)
+
+    def _views(self, flat: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Each layer's weights (K, in, out) and biases (K, 1, out), as views of a flat (K, P) buffer."""
         views: list[torch.Tensor] = []
         offset = 0
         for shape in self.shapes:
             n = math.prod(shape)
-            views.append(self.flat[:, offset : offset + n].view(self.k, *shape))
+            views.append(flat[:, offset : offset + n].view(flat.shape[0], *shape))
             offset += n
-        self.weights, self.biases = views[0::2], views[1::2]
+        return views[0::2], views[1::2]
 
     @staticmethod
     def _layer(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -94,56 +94,26 @@ class StackedMLP:
         loss, correct = loss_and_correct(logits, y.expand(self.k, *y.shape))
         return loss, correct.to(torch.float64) / len(y)
 
-    @torch.no_grad()
     def gradients(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One training step's forward and backward pass: every member's gradient of its own mean loss on
         its batch x (K, B, features), labels y (K, B), written into ``grad``; returns the losses (K,).
 
-        The operations autograd runs for these layers (``baddbmm``'s and the product-and-sum's derivatives,
-        torch's own kernels for the activations' and the losses'), then one ``cat`` into the gradient
-        buffer instead of zeroing it and accumulating into it (``bmm(out=)`` into the buffer's strided
-        views measured slower)."""
-        k, batch = y.shape
-        saved: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
+        Autograd over a leaf copy of the flat buffer: the layers are views of it, so one backward pass of the
+        members' summed losses gives every member its own gradient in the buffer's layout."""
+        flat = self.flat.detach().requires_grad_(True)
+        weights, biases = self._views(flat)
         h = x
-        last = len(self.weights) - 1
-        for w, b in zip(self.weights[:last], self.biases[:last], strict=True):
-            z = torch.baddbmm(b, h, w)
-            a = self.activation(z)
-            mask = None
-            if self.dropout > 0:  # F.dropout's arithmetic on CPU, keeping the mask for the backward pass
-                mask = torch.empty_like(a).bernoulli_(1 - self.dropout).div_(1 - self.dropout)
-            saved.append((h, z, a, mask))
-            h = a if mask is None else a * mask
-        w, b = self.weights[last], self.biases[last]
-        logits = self._layer(h, w, b)
-        # d(mean over the batch) / d(each row's loss): the mean's backward, for every member at once.
-        per_row = self._one.expand(k, batch).div(batch)
-        if self.binary:
-            loss = mean_loss(logits, y)  # the reference trainer's loss
-            g = ((torch.sigmoid(logits.squeeze(-1)) - y) * per_row).unsqueeze(-1)
-        else:
-            flat_logits = logits.reshape(-1, logits.shape[-1])
-            row_loss, g = _compat.cross_entropy_backward(flat_logits, y.reshape(-1), per_row.reshape(-1))
-            loss = row_loss.view(k, batch).mean(-1)
-            g = g.view(logits.shape)
-        grads: list[torch.Tensor] = []  # gradients of the layers from the last: bias, then weight
-        if w.shape[-1] == 1:
-            grads += [g.sum(1, keepdim=True), (g * h).sum(1, keepdim=True)]
-            g = g * w.mT
-        else:
-            grads += [g.sum(1, keepdim=True), torch.bmm(h.mT, g)]
-            g = torch.bmm(g, w.mT)
-        for j in range(last - 1, -1, -1):
-            h_in, z, a, mask = saved[j]
-            if mask is not None:
-                g = g * mask
-            g = self.activation_backward(g, z, a)
-            grads += [g.sum(1, keepdim=True), torch.bmm(h_in.mT, g)]
-            if j > 0:
-                g = torch.bmm(g, self.weights[j].mT)
-        torch.cat([t.reshape(k, -1) for t in reversed(grads)], 1, out=self.grad)
-        return loss
+        last = len(weights) - 1
+        for j, (w, b) in enumerate(zip(weights, biases, strict=True)):
+            h = self._layer(h, w, b)
+            if j < last:
+                h = self.activation(h)
+                if self.dropout > 0:  # the reference trainer's nn.Dropout
+                    h = F.dropout(h, self.dropout, training=True)
+        loss = mean_loss(h, y)
+        (grad,) = torch.autograd.grad(loss.sum(), flat)
+        self.grad.copy_(grad)
+        return loss.detach()
 
     def member(self, row: int) -> list[torch.Tensor]:
         """One member's weights in nn.Linear layout: [W1 (out, in), b1, W2, ...]."""
