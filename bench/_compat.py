@@ -27,8 +27,9 @@ from typing import Any
 # params, metrics and tags separately. A listener on every SQLAlchemy engine's connections puts the
 # tracking database (and no other) in WAL mode with ``synchronous=NORMAL``: a commit then appends to the
 # write-ahead log without waiting for the disk. A killed process loses nothing committed; a machine crash
-# can lose the last commits. Earns: the default study took a median 6.84 s against 8.16 s with SQLite's
-# defaults (6 alternating pairs; ratio 0.86). Public fallback: SQLite's defaults (nothing to do).
+# can lose the last commits. Earns: the default study took a median 9.96 s against 11.36 s with SQLite's
+# defaults (``python -m perf compare``, 10 alternating pairs at 609eb41; per-pair ratio 0.866). Public
+# fallback: SQLite's defaults (nothing to do).
 
 _TUNED: set[str] = set()  # the SQLite tracking databases whose connections get _on_connect's settings
 _OPEN: set[Any] = set()  # the pool entries of those connections, for release_sqlite

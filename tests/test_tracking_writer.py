@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from bench.data import Task
+from bench.errors import UserError
 from bench.tracking import writer as writer_module
 from bench.tracking.client import Tracker
 from bench.tracking.curves import expand_curve, metric_points
@@ -153,3 +154,16 @@ def test_ctrl_c_while_the_writer_is_waited_for_stops_it_at_once(tmp_path: Path) 
     with pytest.raises(KeyboardInterrupt):
         writer.close()
     assert not process.is_alive() and process.exitcode == -signal.SIGKILL
+
+
+def test_a_spool_file_that_is_no_record_stops_in_one_line_and_stays(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.folder.mkdir()
+    (spool.folder / f"{'a' * 32}.json").write_text('{"version": 7}')
+    with pytest.raises(UserError, match="is no spool record this lrbench reads"):
+        spool.read_all()
+    assert (spool.folder / f"{'a' * 32}.json").exists()
+    (spool.folder / f"{'a' * 32}.json").unlink()
+    (spool.folder / f"{'b' * 32}.pkl").write_bytes(b"old")
+    with pytest.raises(UserError, match="kept by an earlier lrbench"):
+        spool.read_all()

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from bench.cache import write_whole
+from bench.errors import UserError
 from bench.tracking.curves import Point
 
 VERSION = 1
@@ -90,6 +91,26 @@ class Spool:
     def kept(self) -> list[Path]:
         """The records kept: not yet in MLflow (or not known to be)."""
         return sorted(self.folder.glob("*.json")) if self.folder.is_dir() else []
+
+    def read_all(self) -> list[tuple[Path, TrialRecord]]:
+        """Every record kept, read; a file that is no record this lrbench reads is a :class:`UserError`
+        (it is left where it is: nothing of it is lost)."""
+        legacy = sorted(self.folder.glob("*.pkl")) if self.folder.is_dir() else []
+        if legacy:
+            raise UserError(
+                f"{len(legacy)} trial(s) in {self.folder} were kept by an earlier lrbench (pickled records, "
+                f"such as {legacy[0].name}): send them with that version's `lrbench study`, or remove them "
+                "to go on without them"
+            )
+        out = []
+        for path in self.kept():
+            try:
+                out.append((path, self.read(path)))
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise UserError(
+                    f"{path} is no spool record this lrbench reads ({exc}); move it away to go on without it"
+                ) from None
+        return out
 
     @staticmethod
     def read(path: Path) -> TrialRecord:

@@ -310,9 +310,9 @@ class Writer:
     def replay_spool(self) -> int:
         """Send what a killed process had spooled but not written (in the background: the writer takes
         requests in order, so these land before anything submitted later); returns how many trials."""
-        kept = self.spool.kept()
-        for path in kept:
-            self._submit(_finish_trial, Spool.read(path), str(path))
+        kept = self.spool.read_all()
+        for path, record in kept:
+            self._submit(_finish_trial, record, str(path))
         return len(kept)
 
     def close_run(self, run_id: str, state: str, failure: str | None = None) -> Future[None]:

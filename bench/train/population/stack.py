@@ -55,20 +55,17 @@ class StackedMLP:
         return int(self.flat.shape[0])
 
     def set_rows(self, flat: torch.Tensor) -> None:
-        """New parameters (compacted, or with members appended); the gradient buffer follows."""
+        """New parameters (compacted, or with members appended); the gradient buffer follows. Each layer's
+        weights (K, in, out) and biases (K, 1, out) are views of the flat (K, P) buffer."""
         self.flat = flat.contiguous()
         self.grad = torch.zeros_like(self.flat)
-        self.weights, self.biases = self._views(self.flat)
-
-    def _views(self, flat: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Each layer's weights (K, in, out) and biases (K, 1, out), as views of a flat (K, P) buffer."""
         views: list[torch.Tensor] = []
         offset = 0
         for shape in self.shapes:
             n = math.prod(shape)
-            views.append(flat[:, offset : offset + n].view(flat.shape[0], *shape))
+            views.append(self.flat[:, offset : offset + n].view(self.k, *shape))
             offset += n
-        return views[0::2], views[1::2]
+        self.weights, self.biases = views[0::2], views[1::2]
 
     @staticmethod
     def _layer(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -98,10 +95,16 @@ class StackedMLP:
         """One training step's forward and backward pass: every member's gradient of its own mean loss on
         its batch x (K, B, features), labels y (K, B), written into ``grad``; returns the losses (K,).
 
-        Autograd over a leaf copy of the flat buffer: the layers are views of it, so one backward pass of the
-        members' summed losses gives every member its own gradient in the buffer's layout."""
-        flat = self.flat.detach().requires_grad_(True)
-        weights, biases = self._views(flat)
+        Autograd, with each layer's stacked weights and biases as leaves of their own (views of the flat
+        buffer, detached), their gradients then written into the flat gradient buffer with one ``cat``.
+        Leaves that are views of one flat leaf would make autograd's backward build a zero-filled copy of
+        the whole buffer for every layer (the slices' backward): 2.2x the step at K=64 here."""
+        params = [
+            t.detach().requires_grad_(True)
+            for pair in zip(self.weights, self.biases, strict=True)
+            for t in pair
+        ]
+        weights, biases = params[0::2], params[1::2]
         h = x
         last = len(weights) - 1
         for j, (w, b) in enumerate(zip(weights, biases, strict=True)):
@@ -111,8 +114,8 @@ class StackedMLP:
                 if self.dropout > 0:  # the reference trainer's nn.Dropout
                     h = F.dropout(h, self.dropout, training=True)
         loss = mean_loss(h, y)
-        (grad,) = torch.autograd.grad(loss.sum(), flat)
-        self.grad.copy_(grad)
+        grads = torch.autograd.grad(loss.sum(), params)
+        torch.cat([g.reshape(self.k, -1) for g in grads], 1, out=self.grad)
         return loss.detach()
 
     def member(self, row: int) -> list[torch.Tensor]:
