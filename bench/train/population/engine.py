@@ -47,8 +47,7 @@ from bench.train.trial import EpochMetrics, TrainConfig, TrialResult
 
 def auto_population_size(task: Task, model: ModelConfig, batch_size: int, cap: int | None = None) -> int:
     """How many members to train at once: what fits in a quarter of the device's free memory, capped
-    (128 on CPU, where larger populations stop paying: K=128 trained 10-23 % faster a trial than K=256 in
-    each of three ``make perf`` runs; 4096 on CUDA)."""
+    (128 on CPU, where larger populations stop paying: ``make perf``'s (d) rows; 4096 on CUDA)."""
     device = task.device
     widths = [task.n_features, *model.hidden, output_size(task.n_classes)]
     n_params = sum(a * b + b for a, b in itertools.pairwise(widths))
