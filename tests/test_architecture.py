@@ -46,7 +46,8 @@ ALLOWED: dict[str, set[str]] = {
         "bench.train",
         "bench.tracking",
     },
-    "bench.report": {"bench.stored", "bench.tracking.names"},
+    "bench.analysis": set(),
+    "bench.report": {"bench.stored", "bench.tracking.names", "bench.analysis"},
     "bench.__main__": {"bench.cli"},
     "bench.cli": {
         "bench.errors",
@@ -59,6 +60,7 @@ ALLOWED: dict[str, set[str]] = {
         "bench.tracking",
         "bench.search",
         "bench.report",
+        "bench.analysis",
     },
 }
 # Third-party libraries and the only parts that import them.
@@ -67,6 +69,7 @@ LIBRARIES = {
     "mlflow": {"bench.tracking", "bench._compat"},
     "sqlalchemy": {"bench.search", "bench.cli", "bench._compat"},
     "matplotlib": {"bench.report"},
+    "scipy": {"bench.analysis"},
 }
 
 
