@@ -15,6 +15,7 @@ class StoredTrial:
     value: float | None
     params: Mapping[str, Any] = field(default_factory=dict)  # what the sampler drew, as Optuna stored it
     user_attrs: Mapping[str, Any] = field(default_factory=dict)  # result, mlflow_run_id, failure, worker
+    intermediate: Mapping[int, float] = field(default_factory=dict)  # epoch -> the objective's value
 
 
 @dataclass(frozen=True)
@@ -22,3 +23,4 @@ class StoredStudy:
     trials: list[StoredTrial]
     direction: str  # maximize or minimize
     parent_run_id: str | None  # the study's MLflow parent run
+    confirm: list[StoredTrial] = field(default_factory=list)  # the confirmation runs (their "cell" attribute)

@@ -61,6 +61,7 @@ ALLOWED: dict[str, set[str]] = {
         "bench.search",
         "bench.report",
         "bench.analysis",
+        "bench.stored",
     },
 }
 # Third-party libraries and the only parts that import them.

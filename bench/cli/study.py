@@ -13,6 +13,7 @@ from bench.cli.stores import check_given
 from bench.config import Locations, StudyConfig, load
 from bench.errors import TrackingServerDown, UserError
 from bench.report import figures
+from bench.stored import StoredStudy
 from bench.tracking.names import val_metric_key
 from bench.tracking.writer import Writer
 from bench.uris import shown
@@ -106,6 +107,23 @@ def publish(cfg: StudyConfig, loc: Locations, writer: Writer | None = None) -> s
         tracker.close()
 
 
+def _export_ranking(cfg: StudyConfig, stored: StoredStudy, out_dir: Path, files: list[Path]) -> list[str]:
+    """The confirmed ranking's files (added to ``files``) and what the terminal shows of it."""
+    from bench.report import answer, leaderboard, ranking
+
+    metric = ranking.Metric(cfg.objective.metric, stored.direction)
+    r = ranking.rank(stored.trials, stored.confirm, metric, cfg.confirm.seeds, cfg.confirm.target)
+    for name, frame in (
+        ("families", r.families),
+        ("confirm", r.confirm),
+        ("pairwise", r.pairwise),
+        ("budget", r.budget),
+    ):
+        leaderboard.write_csv(frame, out_dir / f"{name}.csv")
+        files.append(out_dir / f"{name}.csv")
+    return [answer.ranking_table(r.families, metric), "", answer.answer(r.families, metric), ""]
+
+
 def _export(cfg: StudyConfig, loc: Locations, draw: DrawSummary) -> tuple[str, list[Path]]:
     from bench.report import leaderboard
     from bench.search import load_trials
@@ -126,6 +144,8 @@ def _export(cfg: StudyConfig, loc: Locations, draw: DrawSummary) -> tuple[str, l
         missing = draw(runs, out_dir / "summary.png")
         files.append(out_dir / "summary.png")
     lines = [leaderboard.terminal_table(board, table, metric), ""]
+    if cfg.confirm.seeds and stored.confirm:
+        lines += _export_ranking(cfg, stored, out_dir, files)
     lines += [f"wrote {f}" for f in files]
     if missing:
         lines.append(

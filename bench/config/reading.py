@@ -18,6 +18,7 @@ from bench.config.schema import (
     METRICS,
     PRUNERS,
     SAMPLERS,
+    ConfirmSection,
     FloatRange,
     ObjectiveSection,
     OptunaSection,
@@ -161,6 +162,14 @@ def parse(raw: Any, source: str = "<study>") -> StudyConfig:
         raise UserError(f"optuna.n_trials must be at least 1, got {optuna_section.n_trials}")
     if optuna_section.sampler == "grid" and isinstance(training.lr, FloatRange):
         raise UserError("training.lr: the grid sampler needs a fixed lr or a list of values, not a range")
+    confirm = section(ConfirmSection, raw.get("confirm"), "confirm")
+    if confirm.top_k < 1:
+        raise UserError(f"confirm.top_k must be at least 1, got {confirm.top_k}")
+    if confirm.seeds < 0 or confirm.seeds == 1:
+        raise UserError(
+            "confirm.seeds must be 0 (no confirmation) or at least 2 (a spread to measure), "
+            f"got {confirm.seeds}"
+        )
     return StudyConfig(
         name=raw["name"].strip(),
         description=str(raw.get("description", "")),
@@ -170,6 +179,7 @@ def parse(raw: Any, source: str = "<study>") -> StudyConfig:
         schedulers=_schedulers(raw.get("schedulers")),
         objective=objective,
         optuna=optuna_section,
+        confirm=confirm,
         output=convert(raw.get("output", "results"), str, "output"),
     )
 

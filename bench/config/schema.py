@@ -12,6 +12,7 @@ training:
 schedulers: all                            # or a list of families, or a mapping family -> narrowed ranges
 objective: {metric: val_accuracy}          # direction follows the metric unless given
 optuna: {sampler: tpe, pruner: median, n_trials: 100, seed: 0}
+confirm: {top_k: 3, seeds: 10, resplit: true}   # the best configurations re-trained on paired seeds
 ```
 
 Every key is described in docs/yaml-reference.md (a test checks that none is missing there).
@@ -82,6 +83,17 @@ class OptunaSection:
 
 
 @dataclass(frozen=True)
+class ConfirmSection:
+    """After the search: each family's best configurations re-trained on paired seeds (see
+    bench.search.confirm); the ranking with its uncertainty is computed from these runs' test scores."""
+
+    top_k: int = 3  # configurations of each family, the best by the search objective on validation
+    seeds: int = 10  # paired seeds each is trained on; 0: no confirmation
+    resplit: bool = True  # seed index i also draws a new stratified split, the same for every family
+    target: float | None = None  # time to target: the validation score to reach (default: constant's)
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     name: str
     description: str = ""
@@ -92,6 +104,7 @@ class StudyConfig:
     schedulers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     objective: ObjectiveSection = field(default_factory=ObjectiveSection)
     optuna: OptunaSection = field(default_factory=OptunaSection)
+    confirm: ConfirmSection = field(default_factory=ConfirmSection)
     output: str = "results"
 
     @property

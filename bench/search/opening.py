@@ -3,6 +3,7 @@ whose definition changed in a way that breaks comparison."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import uuid
@@ -31,7 +32,7 @@ class OpenedStudy:
     created: bool  # this worker created it
     uid: str
     # The number this worker's sampler was seeded for (its first trial's, unless another worker asks
-    # first): checked at its first ask.
+    # first): checked at its first ask. None: nothing to check (a stage that samples nothing).
     seeded_at: int | None
 
     def ask(self, k: int) -> list[optuna.Trial]:
@@ -46,16 +47,21 @@ class OpenedStudy:
         return asked
 
 
-def open_study(cfg: StudyConfig, loc: Locations) -> OpenedStudy:
-    """Create the study or load it, refusing to resume one whose comparable definition changed."""
+def open_study(cfg: StudyConfig, loc: Locations, stage: str = "search") -> OpenedStudy:
+    """Create the study or load it, refusing to resume one whose comparable definition changed.
+
+    ``stage="confirm"``: the study of the confirmation runs (see bench.search.confirm), in the same storage
+    under the search's name with ``.confirm`` added; it samples nothing and prunes nothing, and its
+    definition includes the confirmation settings."""
     storage = open_storage(loc.storage)
-    settings: dict[str, Any] = dict(
-        storage=storage,
-        study_name=cfg.name,
-        direction=cfg.direction,
-        sampler=make_sampler(cfg),
-        pruner=make_pruner(cfg),
-    )
+    name = cfg.name if stage == "search" else f"{cfg.name}.{stage}"
+    definition = json.loads(json.dumps(cfg.comparable(), default=str))
+    settings: dict[str, Any] = dict(storage=storage, study_name=name, direction=cfg.direction)
+    if stage == "search":
+        settings.update(sampler=make_sampler(cfg), pruner=make_pruner(cfg))
+    else:
+        settings.update(sampler=optuna.samplers.RandomSampler(seed=0), pruner=optuna.pruners.NopPruner())
+        definition["confirm"] = {k: v for k, v in dataclasses.asdict(cfg.confirm).items() if k != "target"}
     created = True
     try:
         study = optuna.create_study(**settings)
@@ -69,9 +75,8 @@ def open_study(cfg: StudyConfig, loc: Locations) -> OpenedStudy:
     # The number the first trial this worker asks will have, unless another worker asks first (then its
     # first batch reseeds the sampler: OpenedStudy.ask).
     existing = len(study.get_trials(deepcopy=False))
-    if existing:
+    if existing and stage == "search":
         study.sampler = make_sampler(cfg, resumed_at=existing)
-    definition = json.loads(json.dumps(cfg.comparable(), default=str))
     attrs = _attrs(study)
     stored = attrs.get(DEFINITION)
     if stored is None:
@@ -79,11 +84,11 @@ def open_study(cfg: StudyConfig, loc: Locations) -> OpenedStudy:
     elif stored != definition:
         changes = _changes(stored, definition)
         raise UserError(
-            f"study {cfg.name!r} in {shown(loc.storage)} was run with another definition "
+            f"study {name!r} in {shown(loc.storage)} was run with another definition "
             f"({'; '.join(changes[:3])}); "
             f"to run the new definition, give it a new name (the YAML's name: key) or another --output DIR"
         )
-    return OpenedStudy(cfg, study, storage, created, attrs[UID], existing)
+    return OpenedStudy(cfg, study, storage, created, attrs[UID], existing if stage == "search" else None)
 
 
 def _changes(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:

@@ -25,9 +25,20 @@ def load_trials(cfg: StudyConfig, loc: Locations) -> StoredStudy:
         raise UserError(
             f"no study named {cfg.name!r} in {shown(loc.storage)}; run `lrbench study` first"
         ) from None
-    trials = [
-        StoredTrial(t.number, t.state.name, t.value, dict(t.params), dict(t.user_attrs))
+    try:
+        confirm = _records(optuna.load_study(study_name=f"{cfg.name}.confirm", storage=storage))
+    except KeyError:  # no confirmation (yet)
+        confirm = []
+    return StoredStudy(
+        _records(study), study.direction.name.lower(), study.user_attrs.get(PARENT_RUN), confirm
+    )
+
+
+def _records(study: optuna.Study) -> list[StoredTrial]:
+    return [
+        StoredTrial(
+            t.number, t.state.name, t.value, dict(t.params), dict(t.user_attrs), dict(t.intermediate_values)
+        )
         for t in study.get_trials(deepcopy=False)
         if SURPLUS not in t.user_attrs
     ]
-    return StoredStudy(trials, study.direction.name.lower(), study.user_attrs.get(PARENT_RUN))

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from bench.train.population import Joiner, ProxySchedule
 
 Told = Callable[[optuna.trial.FrozenTrial], None]
+Draw = Callable[[optuna.Trial], TrialSpec]  # what a trial just asked trains
 More = Callable[[int], int]  # how many trials to start in the places of members that ended, given how many
 
 
@@ -86,6 +87,8 @@ class Round:
     target: int  # the study's total
     me: str  # this worker
     on_told: Told
+    draw: Draw | None = None  # None: the search space's sample
+    stage: str = "search"  # its MLflow runs' stage tag
     asked: list[optuna.Trial] = field(default_factory=list)
     started: list[_Started] = field(default_factory=list)
     ready: list[_Started] = field(default_factory=list)  # final, waiting for their runs to be told
@@ -134,7 +137,9 @@ class Round:
                 continue
             self.asked.append(trial)
             try:
-                spec = sample(trial, self.cfg, self.steps_per_epoch)
+                spec = (
+                    sample(trial, self.cfg, self.steps_per_epoch) if self.draw is None else self.draw(trial)
+                )
                 # Built here, so that bad arguments fail this trial alone, not the population.
                 schedule = proxy_schedule(train_config(self.cfg, spec), self.steps_per_epoch)
             except Exception as exc:  # this trial's own problem: it fails alone
@@ -145,7 +150,7 @@ class Round:
         if new:
             # The trials' MLflow runs are created in the writer process while they train.
             future = self.writer.start_trials(
-                self.cfg.name, [(s.trial.number, s.spec.scheduler) for s in new]
+                self.study.study_name, [(s.trial.number, s.spec.scheduler) for s in new], self.stage
             )
             runs = _Runs(future, [s.trial for s in new])
             for place, s in enumerate(new):

@@ -3,6 +3,7 @@ the progress shown, and what a killed process left behind reclaimed first."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import sys
@@ -17,6 +18,7 @@ from optuna.trial import TrialState
 
 from bench.config import Locations, StudyConfig
 from bench.errors import UserError
+from bench.search.confirm import run_confirmation, search_is_settled
 from bench.search.opening import OpenedStudy, open_study
 from bench.search.progress import Progress
 from bench.search.round import Round
@@ -33,8 +35,9 @@ PARENT_WAIT = 30.0  # seconds a worker that joins a new study waits for the pare
 
 @dataclass
 class Outcome:
-    ran: int  # trials this process finished
+    ran: int  # search trials this process finished
     interrupted: bool = False
+    confirmed: int = 0  # confirmation runs this process finished
 
 
 def run_study(
@@ -70,7 +73,7 @@ def run_study(
         opened = open_study(cfg, loc)
         if on_loaded is not None:
             on_loaded()
-        return _Worker(cfg, opened, writer, task, target, on_trial).run()
+        return _Worker(cfg, loc, opened, writer, task, target, on_trial).run()
     finally:
         torch.set_num_threads(threads)  # a caller in the same process gets its threads back
         try:
@@ -112,13 +115,14 @@ class _Worker:
     def __init__(
         self,
         cfg: StudyConfig,
+        loc: Locations,
         opened: OpenedStudy,
         writer: Writer,
         task: Task,
         target: int,
         on_trial: Callable[[optuna.trial.FrozenTrial], None] | None,
     ):
-        self.cfg, self.opened, self.study, self.writer = cfg, opened, opened.study, writer
+        self.cfg, self.loc, self.opened, self.study, self.writer = cfg, loc, opened, opened.study, writer
         self.task, self.target, self.on_trial = task, target, on_trial
         self.steps_per_epoch = math.ceil(len(task.y_train) / cfg.training.batch_size)
         self.better = min if self.study.direction == optuna.study.StudyDirection.MINIMIZE else max
@@ -160,6 +164,8 @@ class _Worker:
                     raise UserError(
                         f"{self.failures} trials failed in this run (see their `failure`); stopping"
                     )
+            self.progress.close()
+            self._confirm(me)
         except KeyboardInterrupt:
             self.outcome.interrupted = True
         except BaseException:
@@ -167,6 +173,21 @@ class _Worker:
             raise
         self._close("KILLED" if self.outcome.interrupted else "FINISHED")
         return self.outcome
+
+    def _confirm(self, me: str) -> None:
+        """The confirmation stage, once the search has ended in every worker (the last to end runs it)."""
+        if not self.cfg.confirm.seeds:
+            return
+        if not search_is_settled(self.study):
+            print(
+                "the search is still running in another worker: the last worker to end it confirms",
+                file=sys.stderr,
+            )
+            return
+        opened = dataclasses.replace(open_study(self.cfg, self.loc, stage="confirm"), uid=self.opened.uid)
+        self.outcome.confirmed = run_confirmation(
+            self.cfg, self.study, opened, self.writer, self.task.device, self.steps_per_epoch, me
+        )
 
     def _open_parent(self) -> Future[str]:
         """The writer opens the parent run while the first trials are sampled and trained. A worker that did

@@ -8,6 +8,7 @@ arguments, namespaced ``<family>.<arg>`` so that families never share a paramete
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +52,21 @@ def make_sampler(cfg: StudyConfig, resumed_at: int = 0) -> optuna.samplers.BaseS
     }
     lr = cfg.training.lr
     space["lr"] = list(lr) if isinstance(lr, tuple) else [lr]
-    return optuna.samplers.GridSampler(space, seed=o.seed)
+    return _AskTellGrid(space, seed=o.seed)
+
+
+class _AskTellGrid(optuna.samplers.GridSampler):
+    """Optuna's grid sampler, without its stop at the end of the grid: ``Study.stop`` works only inside
+    ``Study.optimize`` and raises in an ask-and-tell loop; the study loop asks ``is_exhausted`` itself."""
+
+    def after_trial(
+        self,
+        study: optuna.Study,
+        trial: optuna.trial.FrozenTrial,
+        state: optuna.trial.TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        return None
 
 
 def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:

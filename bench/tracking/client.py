@@ -28,6 +28,7 @@ from bench.tracking.names import (
     PARENT_RUN_TAG,
     ROLE_TAG,
     RUN_STATUS,
+    STAGE_TAG,
     STATE_TAG,
     STUDY_UID_TAG,
 )
@@ -187,7 +188,7 @@ class Tracker:
 
     # --- trial runs --------------------------------------------------------------------------------------
 
-    def start_trial(self, study: str, number: int, scheduler: str) -> str:
+    def start_trial(self, study: str, number: int, scheduler: str, stage: str = "search") -> str:
         """Create the trial's child run at trial start, so a killed process leaves a run we can close."""
         assert self.parent_id is not None
         tags = {
@@ -196,17 +197,17 @@ class Tracker:
             "scheduler": scheduler,
             "study": study,
             "trial_number": str(number),
+            STAGE_TAG: stage,
             STATE_TAG: "RUNNING",
         }
-        run = self.client.create_run(
-            self.experiment_id, run_name=f"trial-{number:04d} {scheduler}", tags=tags
-        )
+        name = f"trial-{number:04d} {scheduler}" if stage == "search" else f"{stage}-{number:04d} {scheduler}"
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         return str(run.info.run_id)
 
     @_watched
-    def start_trials(self, study: str, trials: Sequence[tuple[int, str]]) -> list[str]:
+    def start_trials(self, study: str, trials: Sequence[tuple[int, str]], stage: str = "search") -> list[str]:
         """The trials' runs, in order; against a tracking server, created by several requests at once."""
-        return self.inflight.each(lambda t: self.start_trial(study, *t), trials)
+        return self.inflight.each(lambda t: self.start_trial(study, *t, stage), trials)
 
     @_watched
     def finish_trial(self, record: TrialRecord) -> None:
@@ -235,14 +236,15 @@ class Tracker:
         self.client.set_terminated(run_id, status=RUN_STATUS[state])
 
     @_watched
-    def close_orphans(self, uid: str, trials: TrialStates) -> int:
+    def close_orphans(self, uid: str, trials: TrialStates, stage: str = "search") -> int:
         """Close trial runs of the study ``uid`` left RUNNING by a process that died (runs of another study
         of the same name, which shares the experiment, are left alone). ``trials`` maps each trial number to
         its Optuna state, MLflow run id and failure, as the study's storage had them when this process
         opened it. A trial is stored before its run is created, so a run whose trial is not in ``trials``
         belongs to a worker that asked the trial since: it is left alone, as is one whose trial is still
         RUNNING (a live worker's) or is owned by another run. A run whose trial died (FAIL) is KILLED; one
-        whose trial finished keeps its state."""
+        whose trial finished keeps its state. Only runs of ``stage`` are matched (each stage numbers its
+        trials from 0; a run from before stages were tagged is a search run)."""
         runs = self.client.search_runs(
             [self.experiment_id],
             filter_string=f"attributes.status = 'RUNNING' and tags.`{STUDY_UID_TAG}` = '{uid}'",
@@ -251,6 +253,8 @@ class Tracker:
         closed = 0
         for run in runs:
             run_id = run.info.run_id
+            if run.data.tags.get(STAGE_TAG, "search") != stage:
+                continue
             known = trials.get(run.data.tags.get("trial_number", ""))
             if known is None:  # a run of a trial asked since, or the study's parent run (no trial number)
                 continue

@@ -12,6 +12,7 @@ TEST_LOSS, TEST_ACCURACY = "test/loss", "test/accuracy"
 PARENT_RUN_TAG = "mlflow.parentRunId"  # mlflow.utils.mlflow_tags.MLFLOW_PARENT_RUN_ID
 STUDY_UID_TAG = "lrbench.study_uid"  # one study's runs, apart from another's of the same name
 ROLE_TAG = "lrbench.role"  # "study" on a study's parent run
+STAGE_TAG = "lrbench.stage"  # a trial run's stage: "search" or "confirm"
 STATE_TAG, FAILURE_TAG = "state", "failure"
 
 # Optuna's trial state (and KILLED: a trial its process did not finish) -> MLflow's run status.

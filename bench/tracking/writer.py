@@ -105,8 +105,9 @@ def _open_parent(
     return _request(lambda t: t.open_parent(study, existing, params, uid, find))
 
 
-def _start_trials(study: str, trials: Sequence[tuple[int, str]]) -> list[str]:
-    return _guarded(lambda t: t.start_trials(study, trials))  # a run's creation waits for nothing before it
+def _start_trials(study: str, trials: Sequence[tuple[int, str]], stage: str) -> list[str]:
+    # A run's creation waits for nothing before it.
+    return _guarded(lambda t: t.start_trials(study, trials, stage))
 
 
 def _finish_trial(record: TrialRecord, spooled: str) -> None:
@@ -125,8 +126,8 @@ def _close_run(run_id: str, state: str, failure: str | None) -> None:
     _request(lambda t: t.close_run(run_id, state, failure))
 
 
-def _close_orphans(uid: str, trials: TrialStates) -> int:
-    return _request(lambda t: t.close_orphans(uid, trials))
+def _close_orphans(uid: str, trials: TrialStates, stage: str) -> int:
+    return _request(lambda t: t.close_orphans(uid, trials, stage))
 
 
 def _close_parent(status: str) -> None:
@@ -277,14 +278,16 @@ class Writer:
         ``uid``) for the trial runs it creates after it."""
         return self._submit(_open_parent, study, existing_run_id, dict(params), uid, find)
 
-    def start_trials(self, study: str, trials: Sequence[tuple[int, str]]) -> Future[list[str]]:
-        """The trials' run ids, to come.
+    def start_trials(
+        self, study: str, trials: Sequence[tuple[int, str]], stage: str = "search"
+    ) -> Future[list[str]]:
+        """The trials' run ids, to come (runs tagged with the ``stage``: search or confirm).
 
         After the second group of runs (early in a study: the first trials to end make room for it), the
         writer runs ``warm``, so that what needs them at the end does not wait for them; runs
         asked for meanwhile wait, training never does. Any earlier, the first runs would wait for them, and
         with them the first trials' results."""
-        future = self._submit(_start_trials, study, list(trials))
+        future = self._submit(_start_trials, study, list(trials), stage)
         self._starts.append(future)
         self._batches += 1
         warm = self._warm
@@ -318,8 +321,8 @@ class Writer:
     def close_run(self, run_id: str, state: str, failure: str | None = None) -> Future[None]:
         return self._submit(_close_run, run_id, state, failure)
 
-    def close_orphans(self, uid: str, trials: TrialStates) -> Future[int]:
-        return self._submit(_close_orphans, uid, dict(trials))
+    def close_orphans(self, uid: str, trials: TrialStates, stage: str = "search") -> Future[int]:
+        return self._submit(_close_orphans, uid, dict(trials), stage)
 
     def log_parent_artifacts(
         self, paths: Sequence[Path] = (), text: Mapping[str, str] | None = None

@@ -1,0 +1,160 @@
+"""Confirmation: after the search, the ``top_k`` configurations of each family (by the search objective on
+validation) are re-trained on paired seeds, and the ranking is computed from these runs (bench.report).
+
+Seed index *i* gives every family the same initialisation and batch order (seed ``training.seed + i``)
+and, with ``resplit``, the same new stratified split (``task.split_seed + 1 + i``). The runs are trials
+of a study of their own in the same storage (``<name>.confirm``): each carries its cell (family,
+configuration, seed index) as a user attribute, a killed confirmation resumes with the cells not done
+(today's recovery closes what the dead process left RUNNING), and their MLflow runs sit under the study's
+parent run, tagged ``lrbench.stage=confirm``. One population per seed index (one split each).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.trial import TrialState
+
+from bench.config import StudyConfig
+from bench.data import DataConfig
+from bench.search.opening import OpenedStudy
+from bench.search.progress import Progress
+from bench.search.round import Round
+from bench.search.space import TrialSpec
+from bench.search.telling import RESULT, SURPLUS
+from bench.search.workers import holds_a_place, reclaim
+from bench.tracking.writer import Writer
+
+if TYPE_CHECKING:
+    import torch
+
+CELL = "cell"  # confirmation trial user attribute: {"family", "config", "seed_index"}
+STAGE = "confirm"
+
+
+@dataclass(frozen=True)
+class Chosen:
+    """A search trial's configuration, chosen for confirmation."""
+
+    family: str
+    config: int  # the search trial's number
+    optimizer: str
+    lr: float
+    scheduler_args: dict[str, Any]  # as it was built (derived arguments too: the run length is the same)
+
+
+def choose(cfg: StudyConfig, study: optuna.Study) -> list[Chosen]:
+    """The ``top_k`` COMPLETE trials of each family by the objective (ties: the earlier trial)."""
+    sign = -1.0 if cfg.direction == "maximize" else 1.0
+    by_family: dict[str, list[optuna.trial.FrozenTrial]] = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if t.value is not None and math.isfinite(t.value) and RESULT in t.user_attrs:
+            by_family.setdefault(str(t.params["scheduler"]), []).append(t)
+    chosen = []
+    for family in sorted(by_family):
+        best = sorted(by_family[family], key=lambda t: (sign * float(t.value or 0.0), t.number))
+        for t in best[: cfg.confirm.top_k]:
+            result = t.user_attrs[RESULT]
+            args = json.loads(result["scheduler_args"])
+            chosen.append(Chosen(family, t.number, result["optimizer"], float(result["lr"]), args))
+    return chosen
+
+
+def split_of(cfg: StudyConfig, seed_index: int) -> DataConfig:
+    """The data seed index ``seed_index`` trains on."""
+    if not cfg.confirm.resplit:
+        return cfg.task
+    return dataclasses.replace(cfg.task, split_seed=cfg.task.split_seed + 1 + seed_index)
+
+
+def cell_key(cell: dict[str, Any]) -> tuple[str, int, int]:
+    return str(cell["family"]), int(cell["config"]), int(cell["seed_index"])
+
+
+def _held(study: optuna.Study) -> set[tuple[str, int, int]]:
+    """The cells a trial has done or is doing (a live worker's)."""
+    return {
+        cell_key(t.user_attrs[CELL])
+        for t in study.get_trials(deepcopy=False)
+        if CELL in t.user_attrs and SURPLUS not in t.user_attrs and holds_a_place(t)
+    }
+
+
+def search_is_settled(study: optuna.Study) -> bool:
+    """No trial of the search is running in a live worker (another worker may still be searching: the
+    last to finish confirms)."""
+    return not any(
+        t.state == TrialState.RUNNING and holds_a_place(t) for t in study.get_trials(deepcopy=False)
+    )
+
+
+def run_confirmation(
+    cfg: StudyConfig,
+    search: optuna.Study,
+    opened: OpenedStudy,
+    writer: Writer,
+    device: torch.device,
+    steps_per_epoch: int,
+    me: str,
+) -> int:
+    """Train the cells not done yet; the number trained in this run."""
+    from bench.data import load_task
+
+    study = opened.study
+    reclaimed = reclaim(study, opened.storage, writer, opened.uid, STAGE)
+    chosen = choose(cfg, search)
+    total = len(chosen) * cfg.confirm.seeds
+    held = _held(study)
+    if reclaimed:
+        print(f"closed {reclaimed} confirmation run(s) left RUNNING by a process that died", file=sys.stderr)
+    todo_total = total - len(
+        held & {(c.family, c.config, i) for c in chosen for i in range(cfg.confirm.seeds)}
+    )
+    if todo_total:
+        print(
+            f"confirming: the best {cfg.confirm.top_k} configuration(s) of {len({c.family for c in chosen})} "
+            f"families on {cfg.confirm.seeds} paired seeds, {todo_total} run(s) to train",
+            file=sys.stderr,
+        )
+    progress = Progress(total, total - todo_total, f"{cfg.name} confirm")
+    ran = 0
+
+    def told(frozen: optuna.trial.FrozenTrial) -> None:
+        nonlocal ran
+        ran += 1
+        cell = frozen.user_attrs.get(CELL, {})
+        line = f"confirm {cell.get('family', '?')} #{cell.get('config', '?')} seed {cell.get('seed_index')}"
+        progress.update(f"{line}: {frozen.state.name}", None, frozen.state != TrialState.FAIL)
+
+    try:
+        for i in range(cfg.confirm.seeds):
+            todo = [c for c in chosen if (c.family, c.config, i) not in held]
+            if not todo:
+                continue
+            task = load_task(split_of(cfg, i), device)
+            Round(
+                cfg, opened, writer, steps_per_epoch, total, me, told, draw=_drawer(cfg, todo, i), stage=STAGE
+            ).run(task, len(todo), None)
+    finally:
+        progress.close()
+    return ran
+
+
+def _drawer(cfg: StudyConfig, todo: list[Chosen], seed_index: int) -> Callable[[optuna.Trial], TrialSpec]:
+    """Each trial asked takes the next cell of ``todo``."""
+    queue = iter(todo)
+
+    def draw(trial: optuna.Trial) -> TrialSpec:
+        c = next(queue)
+        trial.set_user_attr(CELL, {"family": c.family, "config": c.config, "seed_index": seed_index})
+        seed = cfg.training.seed + seed_index
+        return TrialSpec(trial.number, c.family, dict(c.scheduler_args), c.optimizer, c.lr, seed)
+
+    return draw
