@@ -5,6 +5,7 @@
     python -m perf seeds      # best results of the default study, each engine on seeds 0-5 (5 min)
     python -m perf server     # the default study against an `mlflow server` here, 1 vs 8 requests
     python -m perf compare A B  # the default study from two source trees, alternately (a change's cost)
+    python -m perf power      # what the ranking's tie procedure detects, by simulation (no training)
 
 All rows use the reference task (breast-cancer MLP 30-64-32-1, batch 32, 50 epochs) on one device:
 
@@ -35,13 +36,17 @@ ROOT = Path(__file__).resolve().parent.parent
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m perf", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "what", nargs="?", choices=("all", "storage", "seeds", "server", "compare"), default="all"
+        "what",
+        nargs="?",
+        choices=("all", "storage", "seeds", "server", "compare", "power"),
+        default="all",
     )
     parser.add_argument("trees", nargs="*", type=Path, help="compare: two source trees of lrbench, A and B")
     parser.add_argument("--runs", type=int, default=6, help="compare: runs of each tree")
     parser.add_argument("--rounds", type=int, default=3, help="server benchmark: runs per setting")
     parser.add_argument("--trials", type=int, default=60, help="storage benchmark: trials per storage")
     parser.add_argument("--seeds", type=int, default=6, help="seeds benchmark: study seeds per engine")
+    parser.add_argument("--sims", type=int, default=500, help="power: simulated studies per cell")
     parser.add_argument("--device", default="auto")
     parser.add_argument(
         "--k", type=int, nargs="+", help="population sizes (default 1 16 64 128 256; to 4096 on CUDA)"
@@ -58,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
         if len(args.trees) != 2:
             parser.error("compare takes two source trees, A and B")
         print(compare(args.trees[0].resolve(), args.trees[1].resolve(), args.runs))
+        return 0
+    if args.what == "power":
+        from perf.power import power_table
+
+        print(power_table((8, 17), (5, 10, 20), (0.5, 1.0, 1.5, 2.0), args.sims))
         return 0
     if args.what == "storage":
         print(storage_benchmark(args.trials))

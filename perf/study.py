@@ -14,6 +14,8 @@ from typing import Any
 
 import optuna
 
+from bench import config
+from bench.search.opening import study_names
 from bench.search.storage import open_storage
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,17 +29,20 @@ def study_row(
     seed: int | None = None,
     tracking_uri: str | None = None,
     env: dict[str, str] | None = None,
+    confirm: bool = True,
 ) -> dict[str, Any]:
     """`lrbench study` on the default study in a fresh process; another engine, pruner or seed (the sampler's
     and the trials' base seed both) via a copy of it; ``cache``: the prepared-split cache folder it gets
     (else the user's, warm after the rows before); ``tracking_uri``: an MLflow tracking server, and
-    ``env``: more environment for the study's process."""
+    ``env``: more environment for the study's process; ``confirm``: False, the search alone."""
     import yaml
 
     out.mkdir(parents=True, exist_ok=True)
     study = ROOT / "studies" / "breast_cancer.yaml"
-    if engine != "population" or pruner is not None or seed is not None:
+    if engine != "population" or pruner is not None or seed is not None or not confirm:
         raw = yaml.safe_load(study.read_text())
+        if not confirm:
+            raw.setdefault("confirm", {})["seeds"] = 0
         raw.setdefault("training", {})["engine"] = engine
         if pruner is not None:
             raw.setdefault("optuna", {})["pruner"] = pruner
@@ -64,26 +69,39 @@ def study_row(
     import pandas as pd
 
     board = pd.read_csv(results / "breast_cancer" / "leaderboard.csv")
-    # The same run seen from inside: first trial started to last trial finished, from Optuna's records,
-    # that is without process start-up, imports and the final leaderboards.
-    trials = optuna.load_study(
-        study_name="breast_cancer", storage=open_storage(str(results / "optuna.journal"))
+    confirmed = results / "breast_cancer" / "confirm.csv"
+    runs = pd.read_csv(confirmed) if confirm and confirmed.exists() else pd.DataFrame({"epochs_run": []})
+    # The same run seen from inside, stage by stage: first trial started to last trial finished, from
+    # Optuna's records, that is without process start-up, imports and the final leaderboards.
+    cfg = config.load(study)
+    storage = open_storage(str(results / "optuna.journal"))
+    search = [
+        t for name in study_names(cfg) for t in optuna.load_study(study_name=name, storage=storage).trials
+    ]
+    confirmation = (
+        optuna.load_study(study_name="breast_cancer.confirm", storage=storage).trials if len(runs) else []
     )
-    starts = [t.datetime_start for t in trials.trials if t.datetime_start]
-    ends = [t.datetime_complete for t in trials.trials if t.datetime_complete]
-    in_loop = (max(ends) - min(starts)).total_seconds()
     done = board[board["state"].isin(["COMPLETE", "PRUNED"])]
     complete = board[board["state"] == "COMPLETE"]
     return {
-        "seconds_per_trial": elapsed / len(done),
+        # Every run trained: the search's trials and the confirmation's runs.
+        "seconds_per_trial": elapsed / (len(done) + len(runs)),
         "peak_mb": usage.ru_maxrss / 1024,
         "trials": len(done),
-        "epochs_run": int(done["epochs_run"].sum()),
+        "confirm_runs": len(runs),
+        "epochs_run": int(done["epochs_run"].sum() + runs["epochs_run"].sum()),
         "wall_s": elapsed,
-        "in_loop_s": in_loop,
+        "in_loop_s": _span(search),
+        "confirm_s": _span(confirmation),
         "best_val_loss": float(complete["value"].min()),
         "best_val_accuracy": float(complete["best_val_accuracy"].max()),
     }
+
+
+def _span(trials: list[optuna.trial.FrozenTrial]) -> float:
+    starts = [t.datetime_start for t in trials if t.datetime_start]
+    ends = [t.datetime_complete for t in trials if t.datetime_complete]
+    return (max(ends) - min(starts)).total_seconds() if starts and ends else 0.0
 
 
 # The seeds benchmark's columns: key, width, decimals.
@@ -99,7 +117,7 @@ def seeds_benchmark(n: int, out_dir: Path) -> str:
             got: dict[str, dict[str, Any]] = {}
             for engine in ("population", "reference"):
                 print(f"  seed {seed}, {engine} engine ...", file=sys.stderr, flush=True)
-                got[engine] = study_row(Path(tmp) / f"{engine}-{seed}", engine, seed=seed)
+                got[engine] = study_row(Path(tmp) / f"{engine}-{seed}", engine, seed=seed, confirm=False)
             rows.append((seed, got["population"], got["reference"]))
 
     def line(label: str, pop: dict[str, float], ref: dict[str, float]) -> str:

@@ -148,3 +148,18 @@ def test_epochs_stay_integers_beside_a_trial_that_failed_before_it_ran(tmp_path:
     assert pd.read_csv(tmp_path / "leaderboard.csv", dtype=str)["epochs_run"].tolist()[0] == "50"
     printed = leaderboard.terminal_table(board, table, "val_loss").splitlines()
     assert printed[2].split()[-1] == "50", printed
+
+
+def test_a_family_whose_trials_were_all_pruned_shows_so_with_the_best_it_reported(tmp_path: Path) -> None:
+    result = {"epochs_run": 50, "test_accuracy": 0.96}
+    records = [
+        StoredTrial(0, "COMPLETE", 0.05, {"scheduler": "StepLR"}, {"result": result}, {0: 0.3, 49: 0.05}),
+        StoredTrial(0, "PRUNED", None, {"scheduler": "wsd"}, {"result": result}, {0: 0.4, 9: 0.2}),
+        StoredTrial(1, "PRUNED", None, {"scheduler": "wsd"}, {"result": result}, {0: 0.5, 9: 0.3}),
+    ]
+    board, table = leaderboard.export(records, "minimize", "val_loss", tmp_path)
+    wsd = table.set_index("scheduler").loc["wsd"]
+    assert wsd["status"] == "all pruned" and wsd["best_val_loss"] == 0.2 and pd.isna(wsd["rank"])
+    assert table.set_index("scheduler").loc["StepLR", "rank"] == 1
+    printed = leaderboard.terminal_table(board, table, "val_loss")
+    assert "all pruned" in printed and "<NA>" not in printed

@@ -38,7 +38,8 @@ def test_only_runs_of_trials_known_to_have_ended_are_closed(tmp_path: Path) -> N
     """A worker opening a study closes the runs that a dead process left RUNNING, as its snapshot of the
     study's trials says; a run of a trial asked since (by a live worker) or owned by another run is left
     alone (another worker's run was KILLED when its trial was asked just after the snapshot), and so are
-    the runs of another study of the same name (another storage) that shares the experiment."""
+    the runs of another study of the same name (another storage) that shares the experiment, and those of
+    another Optuna study of the same study (a family's own, numbered from 0 too)."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     other = Tracker(uri, "orphans")  # the same study name in another output dir: its trial 0 is running
     other.open_parent("orphans", None, {}, "theirs")
@@ -46,6 +47,7 @@ def test_only_runs_of_trials_known_to_have_ended_are_closed(tmp_path: Path) -> N
     tracker = Tracker(uri, "orphans")
     tracker.open_parent("orphans", None, {}, "ours")
     ids = tracker.start_trials("orphans", [(n, "StepLR") for n in range(5)])
+    [family_run] = tracker.start_trials("orphans/StepLR", [(0, "StepLR")])
     snapshot = {
         "0": ("FAIL", None, "worker process died (killed?)"),  # died before its tell
         "1": ("COMPLETE", ids[1], None),  # told; its writes not yet made
@@ -53,7 +55,8 @@ def test_only_runs_of_trials_known_to_have_ended_are_closed(tmp_path: Path) -> N
         # "3": asked by a live worker after the snapshot was taken
         "4": ("COMPLETE", "another-run", None),
     }
-    assert tracker.close_orphans("ours", snapshot) == 2
+    assert tracker.close_orphans("ours", "orphans", snapshot) == 2
+    assert tracker.client.get_run(family_run).info.status == "RUNNING"
     runs = {n: tracker.client.get_run(run_id) for n, run_id in enumerate(ids)}
     assert [runs[n].info.status for n in range(5)] == ["KILLED", "FINISHED", "RUNNING", "RUNNING", "RUNNING"]
     assert runs[0].data.tags["failure"] == "worker process died (killed?)"

@@ -42,7 +42,7 @@ def cmd_study(args: argparse.Namespace) -> int:
             from bench.search import run_study
 
             outcome = run_study(cfg, loc, n_trials=args.n_trials, writer=writer, on_loaded=startup.end)
-            print(publish(cfg, loc, writer))
+            summary, ranking = publish(cfg, loc, writer)
         finally:
             writer.close()
     except TrackingServerDown as exc:
@@ -58,6 +58,7 @@ def cmd_study(args: argparse.Namespace) -> int:
             "the study goes on"
         ) from None
     if outcome.interrupted:
+        print("\n\n".join(filter(None, (summary, ranking))))
         print(
             f"lrbench: interrupted after {outcome.ran} trial(s) in this run; "
             "run the same command again to resume",
@@ -66,14 +67,17 @@ def cmd_study(args: argparse.Namespace) -> int:
         return 130
     where = f" --tracking-uri {shown(args.tracking_uri)}" if args.tracking_uri else ""
     where += f" --output {args.output}" if args.output and not args.tracking_uri else ""
+    print(summary)
     print(f"compare the runs: lrbench ui --study {args.study}{where}")
+    if ranking:  # the terminal ends with the answer
+        print(f"\n{ranking}")
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     cfg, loc = study_locations(args)
     check_given(args)
-    print(publish(cfg, loc))
+    print("\n\n".join(filter(None, publish(cfg, loc))))
     return 0
 
 
@@ -81,10 +85,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 DrawSummary = Callable[[Mapping[str, str], Path], list[str]]
 
 
-def publish(cfg: StudyConfig, loc: Locations, writer: Writer | None = None) -> str:
-    """Leaderboard CSVs and the summary figure from the stores; what the terminal shows of them. Given the
-    study's writer (which knows the parent run), the figure is drawn there and the files are attached to
-    the parent run too; else a Tracker of this process reads the curves."""
+def publish(cfg: StudyConfig, loc: Locations, writer: Writer | None = None) -> tuple[str, str]:
+    """Leaderboard and ranking CSVs and the summary figure from the stores; what the terminal shows of
+    them: the search's tables with the files written, and the confirmed ranking with its answer (empty
+    without a confirmation). Given the study's writer (which knows the parent run), the figure is drawn
+    there and the files are attached to the parent run too; else a Tracker of this process reads the
+    curves."""
     summary_figure = figures.summary_figure
     key, metric = val_metric_key(cfg.objective.metric), cfg.objective.metric
     keys = ("lr", key)
@@ -93,26 +99,28 @@ def publish(cfg: StudyConfig, loc: Locations, writer: Writer | None = None) -> s
         def draw(runs: Mapping[str, str], path: Path) -> list[str]:
             return writer.draw(runs, keys, summary_figure, key, metric, path)
 
-        text, files = _export(cfg, loc, draw)
+        summary, ranking, files = _export(cfg, loc, draw)
         writer.log_parent_artifacts(files).result()
-        return text
+        return summary, ranking
     from bench.tracking.client import Tracker
 
     tracker = Tracker(loc.tracking_uri, cfg.name)
     try:
-        return _export(
+        summary, ranking, _ = _export(
             cfg, loc, lambda runs, path: summary_figure(tracker.curves(runs, keys), key, metric, path)
-        )[0]
+        )
+        return summary, ranking
     finally:
         tracker.close()
 
 
-def _export_ranking(cfg: StudyConfig, stored: StoredStudy, out_dir: Path, files: list[Path]) -> list[str]:
+def _export_ranking(cfg: StudyConfig, stored: StoredStudy, out_dir: Path, files: list[Path]) -> str:
     """The confirmed ranking's files (added to ``files``) and what the terminal shows of it."""
     from bench.report import answer, leaderboard, ranking
 
     metric = ranking.Metric(cfg.objective.metric, stored.direction)
-    r = ranking.rank(stored.trials, stored.confirm, metric, cfg.confirm.seeds, cfg.confirm.target)
+    c = cfg.confirm
+    r = ranking.rank(stored.trials, stored.confirm, metric, c.seeds, c.top_k, c.target)
     for name, frame in (
         ("families", r.families),
         ("confirm", r.confirm),
@@ -121,10 +129,10 @@ def _export_ranking(cfg: StudyConfig, stored: StoredStudy, out_dir: Path, files:
     ):
         leaderboard.write_csv(frame, out_dir / f"{name}.csv")
         files.append(out_dir / f"{name}.csv")
-    return [answer.ranking_table(r.families, metric), "", answer.answer(r.families, metric), ""]
+    return f"{answer.ranking_table(r.families, metric)}\n\n{answer.answer(r.families, metric)}"
 
 
-def _export(cfg: StudyConfig, loc: Locations, draw: DrawSummary) -> tuple[str, list[Path]]:
+def _export(cfg: StudyConfig, loc: Locations, draw: DrawSummary) -> tuple[str, str, list[Path]]:
     from bench.report import leaderboard
     from bench.search import load_trials
 
@@ -135,7 +143,9 @@ def _export(cfg: StudyConfig, loc: Locations, draw: DrawSummary) -> tuple[str, l
     files = [out_dir / "leaderboard.csv", out_dir / "schedulers.csv"]
     runs = {}
     for _, fam in table.dropna(subset=["best_trial"]).iterrows():
-        row = board[board["number"] == fam["best_trial"]].iloc[0]
+        # A family's own study numbers its trials from 0 (search.budget: per_family).
+        mine = (board["number"] == fam["best_trial"]) & (board["scheduler"] == fam["scheduler"])
+        row = board[mine].iloc[0]
         run_id = row["mlflow_run_id"]
         if isinstance(run_id, str) and run_id:
             runs[f"{fam['scheduler']} (#{row['number']})"] = run_id
@@ -143,13 +153,12 @@ def _export(cfg: StudyConfig, loc: Locations, draw: DrawSummary) -> tuple[str, l
     if runs:
         missing = draw(runs, out_dir / "summary.png")
         files.append(out_dir / "summary.png")
+    ranking = _export_ranking(cfg, stored, out_dir, files) if cfg.confirm.seeds and stored.confirm else ""
     lines = [leaderboard.terminal_table(board, table, metric), ""]
-    if cfg.confirm.seeds and stored.confirm:
-        lines += _export_ranking(cfg, stored, out_dir, files)
     lines += [f"wrote {f}" for f in files]
     if missing:
         lines.append(
             f"  summary.png leaves out {', '.join(missing)}: no curves in MLflow yet (another worker is "
             "still writing them); `lrbench export` draws it again"
         )
-    return "\n".join(lines), files
+    return "\n".join(lines), ranking, files

@@ -11,6 +11,7 @@ from bench.config.schema import (
     FloatRange,
     ObjectiveSection,
     OptunaSection,
+    SearchSection,
     StudyConfig,
     TrainingSection,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "Locations",
     "ObjectiveSection",
     "OptunaSection",
+    "SearchSection",
     "StudyConfig",
     "TrainingSection",
     "load",

@@ -15,6 +15,7 @@ import yaml
 from bench import schedules
 from bench.config.parsing import convert, number, section
 from bench.config.schema import (
+    BUDGETS,
     METRICS,
     PRUNERS,
     SAMPLERS,
@@ -22,6 +23,7 @@ from bench.config.schema import (
     FloatRange,
     ObjectiveSection,
     OptunaSection,
+    SearchSection,
     StudyConfig,
     TrainingSection,
 )
@@ -162,6 +164,9 @@ def parse(raw: Any, source: str = "<study>") -> StudyConfig:
         raise UserError(f"optuna.n_trials must be at least 1, got {optuna_section.n_trials}")
     if optuna_section.sampler == "grid" and isinstance(training.lr, FloatRange):
         raise UserError("training.lr: the grid sampler needs a fixed lr or a list of values, not a range")
+    search = section(SearchSection, raw.get("search"), "search")
+    if search.budget not in BUDGETS:
+        raise UserError(f"search.budget must be one of {', '.join(BUDGETS)}, got {search.budget!r}")
     confirm = section(ConfirmSection, raw.get("confirm"), "confirm")
     if confirm.top_k < 1:
         raise UserError(f"confirm.top_k must be at least 1, got {confirm.top_k}")
@@ -179,6 +184,7 @@ def parse(raw: Any, source: str = "<study>") -> StudyConfig:
         schedulers=_schedulers(raw.get("schedulers")),
         objective=objective,
         optuna=optuna_section,
+        search=search,
         confirm=confirm,
         output=convert(raw.get("output", "results"), str, "output"),
     )

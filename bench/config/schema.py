@@ -12,6 +12,7 @@ training:
 schedulers: all                            # or a list of families, or a mapping family -> narrowed ranges
 objective: {metric: val_accuracy}          # direction follows the metric unless given
 optuna: {sampler: tpe, pruner: median, n_trials: 100, seed: 0}
+search: {budget: per_family}               # n_trials for each family, each sampled and pruned on its own
 confirm: {top_k: 3, seeds: 10, resplit: true}   # the best configurations re-trained on paired seeds
 ```
 
@@ -72,7 +73,7 @@ class OptunaSection:
     n_trials: int = 100
     timeout: float | None = None  # seconds; stops asking for new trials after it
     seed: int | None = 0
-    warmup_epochs: int = 5  # epochs before the pruner may stop a trial
+    warmup_epochs: int | None = None  # epochs before the pruner may stop a trial; None: a third of them
     # Epochs between intermediate values stored in Optuna (and pruning decisions); the last epoch always is.
     # Each report is a storage write (see `python -m bench.perf storage` for what a trial's reports cost).
     report_every: int = 1
@@ -80,6 +81,19 @@ class OptunaSection:
     # TPE, Optuna's default (`python -m bench.perf storage`); worth it when arguments interact strongly.
     multivariate: bool = False
     max_failures: int = 10  # trials raising errors in one run before the run gives up
+
+
+BUDGETS = ("per_family", "joint")
+
+
+@dataclass(frozen=True)
+class SearchSection:
+    """How the search's trials are shared among the families."""
+
+    # per_family: every family gets optuna.n_trials trials, sampled and pruned by a study of its own (its
+    # sampler and pruner see its trials alone); joint: one conditional study of n_trials in all, where the
+    # sampler also chooses the family (finds a good configuration fast, compares nothing fairly).
+    budget: str = "per_family"
 
 
 @dataclass(frozen=True)
@@ -104,6 +118,7 @@ class StudyConfig:
     schedulers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     objective: ObjectiveSection = field(default_factory=ObjectiveSection)
     optuna: OptunaSection = field(default_factory=OptunaSection)
+    search: SearchSection = field(default_factory=SearchSection)
     confirm: ConfirmSection = field(default_factory=ConfirmSection)
     output: str = "results"
 
@@ -111,10 +126,18 @@ class StudyConfig:
     def direction(self) -> str:
         return self.objective.direction or METRICS[self.objective.metric]
 
+    @property
+    def warmup_epochs(self) -> int:
+        """Epochs before the pruner may stop a trial: the study's, or a third of the run (a schedule that
+        starts slow, a warmup or OneCycle's rise, is not judged on its start)."""
+        if self.optuna.warmup_epochs is not None:
+            return self.optuna.warmup_epochs
+        return max(1, -(-self.training.epochs // 3))
+
     def comparable(self) -> dict[str, Any]:
         """The parts that must not change for results to stay comparable when a study resumes."""
         plain = dataclasses.asdict(self)
-        out = {key: plain[key] for key in ("task", "model", "training", "schedulers", "objective")}
+        out = {key: plain[key] for key in ("task", "model", "training", "schedulers", "objective", "search")}
         # How trials are batched does not change what they compute (the engines' contract tests).
         out["training"] = {k: v for k, v in out["training"].items() if k not in ("engine", "population_size")}
         return out | {"direction": self.direction}

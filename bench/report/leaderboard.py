@@ -24,7 +24,8 @@ RESULT_COLUMNS = [
     "epochs_run",
     "seconds",
 ]
-LEADERBOARD_LAST = [*RESULT_COLUMNS, "mlflow_run_id", "failure", "scheduler_args"]
+# best_reported: the best value a trial reported to the pruner (what a pruned trial showed before it stopped).
+LEADERBOARD_LAST = [*RESULT_COLUMNS, "best_reported", "mlflow_run_id", "failure", "scheduler_args"]
 
 
 def leaderboard(records: Sequence[StoredTrial], direction: str, seed_base: int = 0) -> pd.DataFrame:
@@ -45,6 +46,10 @@ def leaderboard(records: Sequence[StoredTrial], direction: str, seed_base: int =
         # Every sampled argument, namespaced by family (<family>.<arg>), as Optuna stored it.
         row.update({k: v for k, v in params.items() if "." in k})
         row.update({k: result.get(k) for k in RESULT_COLUMNS})
+        reported = list(r.intermediate.values())
+        row["best_reported"] = (
+            (max(reported) if direction == "maximize" else min(reported)) if reported else None
+        )
         row.update(
             mlflow_run_id=attrs.get("mlflow_run_id"),
             failure=attrs.get("failure"),
@@ -75,22 +80,31 @@ def leaderboard(records: Sequence[StoredTrial], direction: str, seed_base: int =
 
 def schedulers_table(board: pd.DataFrame, direction: str, metric: str) -> pd.DataFrame:
     """One row per family: trial counts by state, the best trial's value and test accuracy, the median value
-    over its complete trials, and the rank of its best value."""
+    over its complete trials, and the rank of its best value. A family none of whose trials completed is
+    "all pruned" (its best value: the best any of its trials reported before it was stopped), unranked."""
     rows = []
     for name, group in board.groupby("scheduler", sort=True):
         complete = group[group["state"] == "COMPLETE"]
+        pruned = group[group["state"] == "PRUNED"]
         best = None
         if not complete.empty:
             idx = complete["value"].idxmax() if direction == "maximize" else complete["value"].idxmin()
             best = complete.loc[idx]
+            status, value = "complete", best["value"]
+        elif pruned["best_reported"].notna().any():
+            seen = pruned["best_reported"]
+            status, value = "all pruned", seen.max() if direction == "maximize" else seen.min()
+        else:
+            status, value = "no result", None
         rows.append(
             {
                 "scheduler": name,
+                "status": status,
                 "trials": len(group),
                 "complete": len(complete),
-                "pruned": int((group["state"] == "PRUNED").sum()),
+                "pruned": len(pruned),
                 "failed": int((group["state"] == "FAIL").sum()),
-                f"best_{metric}": None if best is None else best["value"],
+                f"best_{metric}": value,
                 "best_trial": None if best is None else int(best["number"]),
                 "test_accuracy": None if best is None else best["test_accuracy"],
                 f"median_{metric}": complete["value"].median() if not complete.empty else None,
@@ -100,7 +114,8 @@ def schedulers_table(board: pd.DataFrame, direction: str, metric: str) -> pd.Dat
     if table.empty:
         return table
     key = f"best_{metric}"
-    table["rank"] = table[key].rank(ascending=direction == "minimize", method="min").astype("Int64")
+    ranked = table[key].where(table["status"] == "complete")
+    table["rank"] = ranked.rank(ascending=direction == "minimize", method="min").astype("Int64")
     return table.sort_values(["rank", "scheduler"], na_position="last").reset_index(drop=True)
 
 
@@ -134,6 +149,7 @@ def terminal_table(board: pd.DataFrame, table: pd.DataFrame, metric: str, top: i
         [
             "rank",
             "scheduler",
+            "status",
             "trials",
             "complete",
             "pruned",
@@ -144,5 +160,6 @@ def terminal_table(board: pd.DataFrame, table: pd.DataFrame, metric: str, top: i
         ]
     ]
     trials = shown.to_string(index=False, formatters={"lr": "{:.3g}".format}, float_format="{:.4f}".format)
-    families = fams.to_string(index=False, float_format="{:.4f}".format)
+    fams = fams.assign(rank=[("-" if pd.isna(r) else int(r)) for r in fams["rank"]])  # unranked: "-"
+    families = fams.to_string(index=False, float_format="{:.4f}".format, na_rep="-")
     return f"Top {len(shown)} trials\n{trials}\n\nSchedule families\n{families}"

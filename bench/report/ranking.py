@@ -60,7 +60,10 @@ CONFIRM_RESULT = [
 
 
 def _curve(t: StoredTrial, sign: float) -> list[float]:
-    return [sign * t.intermediate[e] for e in sorted(t.intermediate)]
+    """The run's validation curve (the objective's metric, by epoch), oriented."""
+    stored = (t.user_attrs.get("result") or {}).get("val_curve")
+    values = stored if stored is not None else [t.intermediate[e] for e in sorted(t.intermediate)]
+    return [sign * v for v in values if v is not None]
 
 
 def confirm_table(runs: Sequence[StoredTrial], metric: Metric, target: float | None) -> pd.DataFrame:
@@ -104,13 +107,29 @@ def default_target(table: pd.DataFrame) -> float | None:
     return float(base.median()) if not base.empty else None
 
 
-def _chosen(table: pd.DataFrame, metric: Metric, seeds: int) -> dict[str, int]:
-    """Each family's configuration: the best mean validation score over seeds, among those whose every
-    seed ended with finite scores (ties: the earlier search trial)."""
+def top_configs(search: Sequence[StoredTrial], metric: Metric, top_k: int) -> set[tuple[str, int]]:
+    """The search trials the confirmation takes (as bench.search.confirm.choose): each family's ``top_k``
+    COMPLETE trials by the objective, ties to the earlier trial."""
+    by_family: dict[str, list[StoredTrial]] = {}
+    for t in search:
+        if t.state == "COMPLETE" and t.value is not None and math.isfinite(t.value):
+            by_family.setdefault(str(t.params.get("scheduler")), []).append(t)
+    return {
+        (family, t.number)
+        for family, trials in by_family.items()
+        for t in sorted(trials, key=lambda t: (-metric.sign * float(t.value or 0.0), t.number))[:top_k]
+    }
+
+
+def _chosen(table: pd.DataFrame, metric: Metric, seeds: int, allowed: set[tuple[str, int]]) -> dict[str, int]:
+    """Each family's configuration: the best mean validation score over seeds, among its ``allowed`` ones
+    whose every seed ended with finite scores (ties: the earlier search trial)."""
     out = {}
     for family, group in table.groupby("family", sort=True):
         best: tuple[float, int] | None = None
         for config, runs in group.groupby("config", sort=True):
+            if (str(family), int(config)) not in allowed:  # of an earlier choice: the search went on since
+                continue
             scores = pd.to_numeric(runs[metric.test], errors="coerce")
             if len(runs) < seeds or not np.isfinite(scores).all() or runs["val"].isna().any():
                 continue
@@ -127,6 +146,7 @@ def rank(
     runs: Sequence[StoredTrial],
     metric: Metric,
     seeds: int,
+    top_k: int,
     target: float | None,
 ) -> Ranking:
     """Everything the ranking files hold. ``target``: the validation score for time to target (None: the
@@ -135,7 +155,7 @@ def rank(
     target = default_target(table) if target is None else target
     if target is not None:
         table = confirm_table(runs, metric, target)
-    chosen = _chosen(table, metric, seeds)
+    chosen = _chosen(table, metric, seeds, top_configs(search, metric, top_k))
     table["chosen"] = [chosen.get(f) == c for f, c in zip(table["family"], table["config"], strict=True)]
     names = sorted(chosen)
     cols = {f: table[(table["family"] == f) & table["chosen"]].sort_values("seed_index") for f in names}
@@ -156,12 +176,12 @@ def _family_rows(
     ranks, tied = st.ranks(scores) if names else (np.array([]), np.array([]))
     best = int(np.argmax(scores.mean(axis=1))) if names else -1
     base = names.index(BASELINE) if BASELINE in names else None
-    by_number = {t.number: t for t in search}
+    by_number = {(str(t.params.get("scheduler")), t.number): t for t in search}
     rows = []
     for j, family in enumerate(names):
         s = st.summarize(metric.sign * scores[j])  # in the metric's own units
         vs_best = st.paired(scores[j], scores[best])
-        config = by_number[chosen[family]]
+        config = by_number[family, chosen[family]]
         result = config.user_attrs.get("result") or {}
         reached = cols[family]["epoch_to_target"].astype("float64")
         n_reached = int(reached.notna().sum())

@@ -15,7 +15,7 @@ import dataclasses
 import json
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +26,7 @@ from bench.config import StudyConfig
 from bench.data import DataConfig
 from bench.search.opening import OpenedStudy
 from bench.search.progress import Progress
-from bench.search.round import Round
+from bench.search.round import Round, ask_places
 from bench.search.space import TrialSpec
 from bench.search.telling import RESULT, SURPLUS
 from bench.search.workers import holds_a_place, reclaim
@@ -50,11 +50,13 @@ class Chosen:
     scheduler_args: dict[str, Any]  # as it was built (derived arguments too: the run length is the same)
 
 
-def choose(cfg: StudyConfig, study: optuna.Study) -> list[Chosen]:
+def choose(cfg: StudyConfig, trials: Sequence[optuna.trial.FrozenTrial]) -> list[Chosen]:
     """The ``top_k`` COMPLETE trials of each family by the objective (ties: the earlier trial)."""
     sign = -1.0 if cfg.direction == "maximize" else 1.0
     by_family: dict[str, list[optuna.trial.FrozenTrial]] = {}
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+    for t in trials:
+        if t.state != TrialState.COMPLETE:
+            continue
         if t.value is not None and math.isfinite(t.value) and RESULT in t.user_attrs:
             by_family.setdefault(str(t.params["scheduler"]), []).append(t)
     chosen = []
@@ -87,17 +89,41 @@ def _held(study: optuna.Study) -> set[tuple[str, int, int]]:
     }
 
 
-def search_is_settled(study: optuna.Study) -> bool:
+def search_is_settled(trials: Sequence[optuna.trial.FrozenTrial]) -> bool:
     """No trial of the search is running in a live worker (another worker may still be searching: the
     last to finish confirms)."""
-    return not any(
-        t.state == TrialState.RUNNING and holds_a_place(t) for t in study.get_trials(deepcopy=False)
-    )
+    return not any(t.state == TrialState.RUNNING and holds_a_place(t) for t in trials)
+
+
+@dataclass
+class _Cells:
+    """A confirmation round's source of trials: each trial asked takes the next cell."""
+
+    cfg: StudyConfig
+    opened: OpenedStudy
+    todo: list[Chosen]
+    seed_index: int
+    total: int  # cells in all: no more trials than these hold places
+    me: str
+    stage: str = STAGE
+    reports: bool = False  # nothing to prune: the curve is stored with the result
+
+    def __post_init__(self) -> None:
+        self.queue = iter(self.todo)
+
+    def ask(self, k: int) -> list[optuna.Trial]:
+        return ask_places(self.opened, k, self.total, self.me)
+
+    def draw(self, trial: optuna.Trial) -> TrialSpec:
+        c = next(self.queue)
+        trial.set_user_attr(CELL, {"family": c.family, "config": c.config, "seed_index": self.seed_index})
+        seed = self.cfg.training.seed + self.seed_index
+        return TrialSpec(trial.number, c.family, dict(c.scheduler_args), c.optimizer, c.lr, seed)
 
 
 def run_confirmation(
     cfg: StudyConfig,
-    search: optuna.Study,
+    search: Sequence[optuna.trial.FrozenTrial],
     opened: OpenedStudy,
     writer: Writer,
     device: torch.device,
@@ -108,15 +134,17 @@ def run_confirmation(
     from bench.data import load_task
 
     study = opened.study
-    reclaimed = reclaim(study, opened.storage, writer, opened.uid, STAGE)
+    reclaimed = reclaim(study, opened.storage, writer, opened.uid)
     chosen = choose(cfg, search)
     total = len(chosen) * cfg.confirm.seeds
     held = _held(study)
     if reclaimed:
         print(f"closed {reclaimed} confirmation run(s) left RUNNING by a process that died", file=sys.stderr)
-    todo_total = total - len(
-        held & {(c.family, c.config, i) for c in chosen for i in range(cfg.confirm.seeds)}
-    )
+    cells = {(c.family, c.config, i) for c in chosen for i in range(cfg.confirm.seeds)}
+    todo_total = total - len(held & cells)
+    # The places the confirmation's trials may hold: its cells, and cells of an earlier choice (the search
+    # went on since, with more trials) whose runs stay.
+    places = len(held | cells)
     if todo_total:
         print(
             f"confirming: the best {cfg.confirm.top_k} configuration(s) of {len({c.family for c in chosen})} "
@@ -139,22 +167,8 @@ def run_confirmation(
             if not todo:
                 continue
             task = load_task(split_of(cfg, i), device)
-            Round(
-                cfg, opened, writer, steps_per_epoch, total, me, told, draw=_drawer(cfg, todo, i), stage=STAGE
-            ).run(task, len(todo), None)
+            source = _Cells(cfg, opened, todo, i, places, me)
+            Round(cfg, source, writer, steps_per_epoch, told).run(task, len(todo), None)
     finally:
         progress.close()
     return ran
-
-
-def _drawer(cfg: StudyConfig, todo: list[Chosen], seed_index: int) -> Callable[[optuna.Trial], TrialSpec]:
-    """Each trial asked takes the next cell of ``todo``."""
-    queue = iter(todo)
-
-    def draw(trial: optuna.Trial) -> TrialSpec:
-        c = next(queue)
-        trial.set_user_attr(CELL, {"family": c.family, "config": c.config, "seed_index": seed_index})
-        seed = cfg.training.seed + seed_index
-        return TrialSpec(trial.number, c.family, dict(c.scheduler_args), c.optimizer, c.lr, seed)
-
-    return draw

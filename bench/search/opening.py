@@ -47,14 +47,33 @@ class OpenedStudy:
         return asked
 
 
-def open_study(cfg: StudyConfig, loc: Locations, stage: str = "search") -> OpenedStudy:
+def family_study(cfg: StudyConfig, family: str) -> str:
+    """The name of a family's own study (``search.budget: per_family``)."""
+    return f"{cfg.name}/{family}"
+
+
+def study_names(cfg: StudyConfig) -> list[str]:
+    """The names of the studies that hold the search's trials."""
+    if cfg.search.budget == "joint":
+        return [cfg.name]
+    return [family_study(cfg, f) for f in cfg.schedulers]
+
+
+def open_study(
+    cfg: StudyConfig,
+    loc: Locations,
+    stage: str = "search",
+    name: str | None = None,
+    storage: optuna.storages.BaseStorage | None = None,
+) -> OpenedStudy:
     """Create the study or load it, refusing to resume one whose comparable definition changed.
 
     ``stage="confirm"``: the study of the confirmation runs (see bench.search.confirm), in the same storage
     under the search's name with ``.confirm`` added; it samples nothing and prunes nothing, and its
-    definition includes the confirmation settings."""
-    storage = open_storage(loc.storage)
-    name = cfg.name if stage == "search" else f"{cfg.name}.{stage}"
+    definition includes the confirmation settings. ``name``: another study of the search (a family's own);
+    ``storage``: one already open."""
+    storage = storage or open_storage(loc.storage)
+    name = name or (cfg.name if stage == "search" else f"{cfg.name}.{stage}")
     definition = json.loads(json.dumps(cfg.comparable(), default=str))
     settings: dict[str, Any] = dict(storage=storage, study_name=name, direction=cfg.direction)
     if stage == "search":

@@ -8,6 +8,7 @@ import optuna
 
 from bench.config import Locations, StudyConfig
 from bench.errors import UserError
+from bench.search.opening import study_names
 from bench.search.storage import open_storage
 from bench.search.telling import PARENT_RUN, SURPLUS
 from bench.stored import StoredStudy, StoredTrial
@@ -29,9 +30,15 @@ def load_trials(cfg: StudyConfig, loc: Locations) -> StoredStudy:
         confirm = _records(optuna.load_study(study_name=f"{cfg.name}.confirm", storage=storage))
     except KeyError:  # no confirmation (yet)
         confirm = []
-    return StoredStudy(
-        _records(study), study.direction.name.lower(), study.user_attrs.get(PARENT_RUN), confirm
-    )
+    trials = []
+    for name in study_names(cfg):
+        try:
+            part = study if name == cfg.name else optuna.load_study(study_name=name, storage=storage)
+        except KeyError:  # a family's study not created yet (the worker stopped before it)
+            continue
+        trials += _records(part)
+    direction = study.direction.name.lower()
+    return StoredStudy(trials, direction, study.user_attrs.get(PARENT_RUN), confirm)
 
 
 def _records(study: optuna.Study) -> list[StoredTrial]:

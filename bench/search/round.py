@@ -15,7 +15,7 @@ import functools
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import optuna
 from optuna.trial import TrialState
@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 from bench.config import StudyConfig
 from bench.data import Task
 from bench.search.opening import OpenedStudy
-from bench.search.space import TrialSpec, sample, train_config
+from bench.search.space import TrialSpec, train_config
 from bench.search.telling import RUN_ID, SURPLUS, fail, finish, message, reporter
 from bench.search.workers import WORKER, surplus
 from bench.tracking.writer import Writer
@@ -36,8 +36,49 @@ if TYPE_CHECKING:
     from bench.train.population import Joiner, ProxySchedule
 
 Told = Callable[[optuna.trial.FrozenTrial], None]
-Draw = Callable[[optuna.Trial], TrialSpec]  # what a trial just asked trains
 More = Callable[[int], int]  # how many trials to start in the places of members that ended, given how many
+
+
+class Source(Protocol):
+    """Where a round's trials come from: the search's studies, or the confirmation's cells."""
+
+    stage: str  # the MLflow runs' stage tag
+    # Each epoch's objective reported to Optuna (and pruning asked); else the run's validation curve is
+    # stored with its result, in one write.
+    reports: bool
+
+    def ask(self, k: int) -> list[optuna.Trial]:
+        """At most k new trials to train (those asked past a total are told as surplus, not returned)."""
+        ...
+
+    def draw(self, trial: optuna.Trial) -> TrialSpec:
+        """What a trial just asked trains (an exception: this trial's own problem)."""
+        ...
+
+
+def _never_prune(metrics: EpochMetrics) -> bool:
+    return False
+
+
+def _key(trial: optuna.Trial) -> tuple[str, int]:
+    """A trial's identity in a round: several studies (the families') number their trials from 0."""
+    return trial.study.study_name, trial.number
+
+
+def ask_places(opened: OpenedStudy, k: int, target: int, me: str) -> list[optuna.Trial]:
+    """k trials of the study, but those past its ``target`` (another worker asked its last trials at the
+    same moment: see bench.search.workers.surplus), which are told FAIL at once, never trained."""
+    asked = opened.ask(k)
+    past = surplus(opened.study, asked, target)
+    out = []
+    for trial in asked:
+        trial.set_user_attr(WORKER, me)
+        if trial.number in past:
+            trial.set_user_attr(SURPLUS, f"the study had its {target} trials when this one was asked")
+            opened.study.tell(trial, state=TrialState.FAIL)  # reports leave it out
+            continue
+        out.append(trial)
+    return out
 
 
 @dataclass
@@ -81,22 +122,14 @@ class _Started:
 @dataclass
 class Round:
     cfg: StudyConfig
-    opened: OpenedStudy
+    source: Source
     writer: Writer
     steps_per_epoch: int
-    target: int  # the study's total
-    me: str  # this worker
     on_told: Told
-    draw: Draw | None = None  # None: the search space's sample
-    stage: str = "search"  # its MLflow runs' stage tag
     asked: list[optuna.Trial] = field(default_factory=list)
     started: list[_Started] = field(default_factory=list)
     ready: list[_Started] = field(default_factory=list)  # final, waiting for their runs to be told
-    told: set[int] = field(default_factory=set)  # trial numbers
-
-    @property
-    def study(self) -> optuna.Study:
-        return self.opened.study
+    told: set[tuple[str, int]] = field(default_factory=set)  # the trials' keys (_key)
 
     def run(self, task: Task, k: int, more: More | None) -> None:
         """Start k trials, train them, tell them. ``more(free)``: how many trials to start in the places of
@@ -104,7 +137,7 @@ class Round:
         try:
             self._start(k)
             for s, outcome in zip(self.started, self._train(task, more), strict=True):
-                if s.outcome is None and s.trial.number not in self.told:  # failures
+                if s.outcome is None and _key(s.trial) not in self.told:  # failures
                     s.outcome = outcome
                     self.ready.append(s)
             self._tell_ready(wait=True)
@@ -114,7 +147,7 @@ class Round:
             for trial in self._untold():
                 mine = next((s for s in self.started if s.trial is trial), None)
                 run_id = mine.run_id(wait=True) if mine is not None else None
-                fail(self.study, self.writer, trial, run_id, "interrupted by the user", "KILLED")
+                fail(trial.study, self.writer, trial, run_id, "interrupted by the user", "KILLED")
             raise
         except BaseException as exc:
             self._fail_untold(f"the study stopped: {message(exc)}")
@@ -125,35 +158,29 @@ class Round:
         from bench.train.population import proxy_schedule
 
         new: list[_Started] = []
-        asked = self.opened.ask(k)
-        past = surplus(self.study, asked, self.target)
-        for trial in asked:
-            trial.set_user_attr(WORKER, self.me)
-            if trial.number in past:  # another worker asked the study's last trials at the same moment
-                trial.set_user_attr(
-                    SURPLUS, f"the study had its {self.target} trials when this one was asked"
-                )
-                self.study.tell(trial, state=TrialState.FAIL)  # never trained; reports leave it out
-                continue
+        for trial in self.source.ask(k):
             self.asked.append(trial)
             try:
-                spec = (
-                    sample(trial, self.cfg, self.steps_per_epoch) if self.draw is None else self.draw(trial)
-                )
+                spec = self.source.draw(trial)
                 # Built here, so that bad arguments fail this trial alone, not the population.
                 schedule = proxy_schedule(train_config(self.cfg, spec), self.steps_per_epoch)
             except Exception as exc:  # this trial's own problem: it fails alone
-                self._told(fail(self.study, self.writer, trial, None, message(exc), "FAIL"))
+                self._told(trial, fail(trial.study, self.writer, trial, None, message(exc), "FAIL"))
                 continue
-            new.append(_Started(trial, spec, schedule, reporter(self.cfg, trial)))
+            report = reporter(self.cfg, trial) if self.source.reports else _never_prune
+            new.append(_Started(trial, spec, schedule, report))
         self.started += new
-        if new:
-            # The trials' MLflow runs are created in the writer process while they train.
+        # The trials' MLflow runs are created in the writer process while they train, one request per study
+        # (the study and trial number tag a run).
+        by_study: dict[str, list[_Started]] = {}
+        for s in new:
+            by_study.setdefault(s.trial.study.study_name, []).append(s)
+        for name, group in by_study.items():
             future = self.writer.start_trials(
-                self.study.study_name, [(s.trial.number, s.spec.scheduler) for s in new], self.stage
+                name, [(s.trial.number, s.spec.scheduler) for s in group], self.source.stage
             )
-            runs = _Runs(future, [s.trial for s in new])
-            for place, s in enumerate(new):
+            runs = _Runs(future, [s.trial for s in group])
+            for place, s in enumerate(group):
                 s.runs, s.place = runs, place
         return new
 
@@ -172,18 +199,21 @@ class Round:
                 waiting.append(s)
                 continue
             assert s.outcome is not None
+            study = s.trial.study
             if isinstance(s.outcome, BaseException):
-                self._told(fail(self.study, self.writer, s.trial, run_id, message(s.outcome), "FAIL"))
+                self._told(s.trial, fail(study, self.writer, s.trial, run_id, message(s.outcome), "FAIL"))
             else:
-                self._told(finish(self.cfg, self.study, self.writer, s.trial, s.spec, run_id, s.outcome))
+                curve = not self.source.reports
+                told = finish(self.cfg, study, self.writer, s.trial, s.spec, run_id, s.outcome, curve)
+                self._told(s.trial, told)
         self.ready = waiting
 
-    def _told(self, frozen: optuna.trial.FrozenTrial) -> None:
-        self.told.add(frozen.number)
+    def _told(self, trial: optuna.Trial, frozen: optuna.trial.FrozenTrial) -> None:
+        self.told.add(_key(trial))
         self.on_told(frozen)
 
     def _untold(self) -> list[optuna.Trial]:
-        return [trial for trial in self.asked if trial.number not in self.told]
+        return [trial for trial in self.asked if _key(trial) not in self.told]
 
     def _epoch(self, s: _Started, metrics: EpochMetrics) -> bool:
         """A trial's epoch ended: report it (True: prune it). Finished trials' writes go to the writer now if
@@ -258,16 +288,16 @@ class Round:
         asked and not told are failed, none left RUNNING, first in Optuna and then, where the writer had
         created their runs and still answers, in MLflow. What fails here too (a storage or writer that is
         down) is left to the next run of the study, which closes what a dead process left behind."""
-        runs: dict[int, str] = {}
+        runs: dict[tuple[str, int], str] = {}
         for s in self.started:
             with contextlib.suppress(BaseException):  # a run that was not (or could not be) created
                 if s.runs is not None and s.runs.future.done() and s.runs.future.exception() is None:
-                    runs[s.trial.number] = s.runs.future.result()[s.place]
+                    runs[_key(s.trial)] = s.runs.future.result()[s.place]
         untold = self._untold()
         for trial in untold:
             with contextlib.suppress(Exception):
-                fail(self.study, self.writer, trial, None, why, "FAIL")
+                fail(trial.study, self.writer, trial, None, why, "FAIL")
         with contextlib.suppress(Exception):
             for trial in untold:
-                if trial.number in runs:
-                    self.writer.close_run(runs[trial.number], "FAIL", why)
+                if _key(trial) in runs:
+                    self.writer.close_run(runs[_key(trial)], "FAIL", why)

@@ -19,12 +19,13 @@ from optuna.trial import TrialState
 from bench.config import Locations, StudyConfig
 from bench.errors import UserError
 from bench.search.confirm import run_confirmation, search_is_settled
-from bench.search.opening import OpenedStudy, open_study
+from bench.search.opening import open_study
 from bench.search.progress import Progress
 from bench.search.round import Round
 from bench.search.storage import flush_journals
+from bench.search.studies import Search, open_search
 from bench.search.telling import PARENT_RUN
-from bench.search.workers import COUNTED, counted, holds_a_place, reclaim, worker_id
+from bench.search.workers import COUNTED, counted, reclaim, worker_id
 from bench.tracking.writer import Writer
 
 if TYPE_CHECKING:
@@ -70,10 +71,10 @@ def run_study(
         if device.type == "cpu":
             _leave_a_core_to_the_writer()
         task = load_task(cfg.task, device)
-        opened = open_study(cfg, loc)
+        search = open_search(cfg, loc, target, math.ceil(len(task.y_train) / cfg.training.batch_size))
         if on_loaded is not None:
             on_loaded()
-        return _Worker(cfg, loc, opened, writer, task, target, on_trial).run()
+        return _Worker(cfg, loc, search, writer, task, on_trial).run()
     finally:
         torch.set_num_threads(threads)  # a caller in the same process gets its threads back
         try:
@@ -116,15 +117,16 @@ class _Worker:
         self,
         cfg: StudyConfig,
         loc: Locations,
-        opened: OpenedStudy,
+        search: Search,
         writer: Writer,
         task: Task,
-        target: int,
         on_trial: Callable[[optuna.trial.FrozenTrial], None] | None,
     ):
-        self.cfg, self.loc, self.opened, self.study, self.writer = cfg, loc, opened, opened.study, writer
-        self.task, self.target, self.on_trial = task, target, on_trial
-        self.steps_per_epoch = math.ceil(len(task.y_train) / cfg.training.batch_size)
+        self.cfg, self.loc, self.search, self.writer = cfg, loc, search, writer
+        self.opened, self.study = search.main, search.main.study  # the study's own attributes
+        self.task, self.on_trial = task, on_trial
+        self.total = search.target * len(search.parts)
+        self.steps_per_epoch = search.steps_per_epoch
         self.better = min if self.study.direction == optuna.study.StudyDirection.MINIMIZE else max
         self.outcome = Outcome(ran=0)
         self.failures = 0
@@ -134,30 +136,31 @@ class _Worker:
         self.progress: Progress | None = None
 
     def run(self) -> Outcome:
-        cfg, study = self.cfg, self.study
+        cfg, search = self.cfg, self.search
         replayed = self.writer.replay_spool()
         if replayed:
             print(
                 f"sent {replayed} trial(s) to MLflow that an earlier run kept in its spool", file=sys.stderr
             )
-        reclaimed = reclaim(study, self.opened.storage, self.writer, self.opened.uid)
+        reclaimed = sum(reclaim(p.study, p.storage, self.writer, p.uid) for p in search.parts.values())
         if reclaimed:
             print(f"closed {reclaimed} trial(s) left RUNNING by a process that died", file=sys.stderr)
         self.parent = self._open_parent()
         self.writer.log_parent_artifacts(text={"study.yaml": cfg.to_yaml()})
-        batch = population_size(cfg, self.task, self.target)
-        self.progress = Progress(self.target, counted(study), cfg.name)
+        batch = population_size(cfg, self.task, self.total)
+        done = sum(counted(p.study) for p in search.parts.values())
+        self.progress = Progress(self.total, done, cfg.name)
         # The population refills (new trials take the places of members that end) where all trials can
         # share one population: one optimizer (architecture, batch size and epochs are the study's own).
         refills = cfg.training.engine == "population" and len(cfg.training.optimizer) == 1
-        me = worker_id()
+        me = search.me = worker_id()
         try:
             while time.monotonic() < self.deadline:
                 k = self._wanted(batch)
                 if k <= 0:
                     break
                 self.best = self._best_value()
-                rnd = Round(cfg, self.opened, self.writer, self.steps_per_epoch, self.target, me, self._show)
+                rnd = Round(cfg, search, self.writer, self.steps_per_epoch, self._show)
                 rnd.run(self.task, k, self._more if refills else None)
                 self._store_parent(wait=False)
                 if self.failures >= cfg.optuna.max_failures:
@@ -178,7 +181,8 @@ class _Worker:
         """The confirmation stage, once the search has ended in every worker (the last to end runs it)."""
         if not self.cfg.confirm.seeds:
             return
-        if not search_is_settled(self.study):
+        trials = self.search.trials()
+        if not search_is_settled(trials):
             print(
                 "the search is still running in another worker: the last worker to end it confirms",
                 file=sys.stderr,
@@ -186,7 +190,7 @@ class _Worker:
             return
         opened = dataclasses.replace(open_study(self.cfg, self.loc, stage="confirm"), uid=self.opened.uid)
         self.outcome.confirmed = run_confirmation(
-            self.cfg, self.study, opened, self.writer, self.task.device, self.steps_per_epoch, me
+            self.cfg, trials, opened, self.writer, self.task.device, self.steps_per_epoch, me
         )
 
     def _open_parent(self) -> Future[str]:
@@ -197,9 +201,9 @@ class _Worker:
         attrs = self.study.user_attrs
         find = None
         if not self.opened.created and attrs.get(PARENT_RUN) is None:
-            ended = any(t.state.is_finished() for t in self.study.get_trials(deepcopy=False))
+            ended = any(t.state.is_finished() for t in self.search.trials())
             find = 0.0 if ended else PARENT_WAIT
-        params = {"n_trials": self.target, "dataset": self.cfg.task.name}
+        params = {"n_trials": self.total, "dataset": self.cfg.task.name, "budget": self.cfg.search.budget}
         return self.writer.open_parent(self.cfg.name, attrs.get(PARENT_RUN), params, self.opened.uid, find)
 
     def _store_parent(self, wait: bool) -> None:
@@ -238,14 +242,7 @@ class _Worker:
         running trials (this one's too: those whose results are final count until they are told)."""
         if time.monotonic() >= self.deadline or self.failures >= self.cfg.optuna.max_failures:
             return 0
-        # One read: a trial told between two reads (running, then ended) would count in neither.
-        need = self.target - sum(map(holds_a_place, self.study.get_trials(deepcopy=False)))
-        sampler = self.study.sampler
-        if need <= 0 or (
-            isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(self.study)
-        ):
-            return 0
-        return min(free, need)
+        return min(free, sum(self.search.needs().values()))
 
     def _more(self, free: int) -> int:
         self._store_parent(wait=False)
@@ -253,7 +250,10 @@ class _Worker:
         return self._wanted(free)
 
     def _best_value(self) -> float | None:
-        try:
-            return float(self.study.best_value)
-        except ValueError:
-            return None
+        values = [
+            t.value
+            for p in self.search.parts.values()
+            for t in p.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.value is not None
+        ]
+        return self.better(values) if values else None

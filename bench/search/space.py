@@ -35,8 +35,15 @@ def make_sampler(cfg: StudyConfig, resumed_at: int = 0) -> optuna.samplers.BaseS
     seed = None if o.seed is None else o.seed + resumed_at
     if o.sampler == "tpe":
         multivariate = o.multivariate
+        # TPE's first trials are random (10 by default): with a small budget per family, fewer, so that it
+        # models the family's results for the larger part of its budget.
+        startup = min(10, max(2, o.n_trials // 3))
         return optuna.samplers.TPESampler(
-            seed=seed, multivariate=multivariate, group=multivariate, constant_liar=True
+            seed=seed,
+            multivariate=multivariate,
+            group=multivariate,
+            constant_liar=True,
+            n_startup_trials=startup,
         )
     if o.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
@@ -72,12 +79,12 @@ class _AskTellGrid(optuna.samplers.GridSampler):
 def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
     o = cfg.optuna
     if o.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=o.warmup_epochs)
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=cfg.warmup_epochs)
     if o.pruner == "successive_halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, o.warmup_epochs))
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, cfg.warmup_epochs))
     if o.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(
-            min_resource=max(1, o.warmup_epochs), max_resource=cfg.training.epochs
+            min_resource=max(1, cfg.warmup_epochs), max_resource=cfg.training.epochs
         )
     return optuna.pruners.NopPruner()
 

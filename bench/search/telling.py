@@ -73,8 +73,10 @@ def finish(
     spec: TrialSpec,
     run_id: str,
     result: TrialResult,
+    curve: bool = False,
 ) -> optuna.trial.FrozenTrial:
-    """A trained trial: COMPLETE with its objective, or PRUNED (stopped, or diverged with its reason)."""
+    """A trained trial: COMPLETE with its objective, or PRUNED (stopped, or diverged with its reason).
+    ``curve``: its objective's validation curve is stored with its result (``val_curve``)."""
     summary: dict[str, Any] = {
         "optimizer": spec.optimizer,  # also when fixed (then it is no Optuna parameter)
         "lr": spec.lr,
@@ -89,6 +91,9 @@ def finish(
         "best_val_loss": result.best_val_loss,
         "final_val_loss": result.val_loss[-1] if result.val_loss else math.nan,
     }
+    if curve:
+        values = result.val_accuracy if cfg.objective.metric == "val_accuracy" else result.val_loss
+        summary["val_curve"] = [v if math.isfinite(v) else None for v in values]
     failure = None
     if result.diverged:
         # Never the best, and the study goes on: a diverged trial is pruned with its reason stored.

@@ -53,9 +53,7 @@ def worker_alive(worker: str | None) -> bool | None:
     return start in ("?", _proc_start(pid))  # a recycled pid is a different process
 
 
-def reclaim(
-    study: optuna.Study, storage: optuna.storages.BaseStorage, writer: Writer, uid: str, stage: str = "search"
-) -> int:
+def reclaim(study: optuna.Study, storage: optuna.storages.BaseStorage, writer: Writer, uid: str) -> int:
     """Close what a killed process left behind: its RUNNING trials become FAIL (trials of live workers are
     left alone), and the writer then closes the study's (``uid``) MLflow runs still RUNNING to match (in
     the background)."""
@@ -73,7 +71,7 @@ def reclaim(
         str(t.number): (t.state.name, t.user_attrs.get("mlflow_run_id"), t.user_attrs.get("failure"))
         for t in study.get_trials(deepcopy=False)
     }
-    writer.close_orphans(uid, trials, stage)
+    writer.close_orphans(uid, study.study_name, trials)
     return closed
 
 

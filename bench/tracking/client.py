@@ -236,15 +236,15 @@ class Tracker:
         self.client.set_terminated(run_id, status=RUN_STATUS[state])
 
     @_watched
-    def close_orphans(self, uid: str, trials: TrialStates, stage: str = "search") -> int:
+    def close_orphans(self, uid: str, study: str, trials: TrialStates) -> int:
         """Close trial runs of the study ``uid`` left RUNNING by a process that died (runs of another study
         of the same name, which shares the experiment, are left alone). ``trials`` maps each trial number to
         its Optuna state, MLflow run id and failure, as the study's storage had them when this process
         opened it. A trial is stored before its run is created, so a run whose trial is not in ``trials``
         belongs to a worker that asked the trial since: it is left alone, as is one whose trial is still
         RUNNING (a live worker's) or is owned by another run. A run whose trial died (FAIL) is KILLED; one
-        whose trial finished keeps its state. Only runs of ``stage`` are matched (each stage numbers its
-        trials from 0; a run from before stages were tagged is a search run)."""
+        whose trial finished keeps its state. Only runs of the Optuna study named ``study`` are matched (each
+        of the study's Optuna studies, a family's or the confirmation's, numbers its trials from 0)."""
         runs = self.client.search_runs(
             [self.experiment_id],
             filter_string=f"attributes.status = 'RUNNING' and tags.`{STUDY_UID_TAG}` = '{uid}'",
@@ -253,7 +253,7 @@ class Tracker:
         closed = 0
         for run in runs:
             run_id = run.info.run_id
-            if run.data.tags.get(STAGE_TAG, "search") != stage:
+            if run.data.tags.get("study") != study:
                 continue
             known = trials.get(run.data.tags.get("trial_number", ""))
             if known is None:  # a run of a trial asked since, or the study's parent run (no trial number)

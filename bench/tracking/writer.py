@@ -126,8 +126,8 @@ def _close_run(run_id: str, state: str, failure: str | None) -> None:
     _request(lambda t: t.close_run(run_id, state, failure))
 
 
-def _close_orphans(uid: str, trials: TrialStates, stage: str) -> int:
-    return _request(lambda t: t.close_orphans(uid, trials, stage))
+def _close_orphans(uid: str, study: str, trials: TrialStates) -> int:
+    return _request(lambda t: t.close_orphans(uid, study, trials))
 
 
 def _close_parent(status: str) -> None:
@@ -321,8 +321,8 @@ class Writer:
     def close_run(self, run_id: str, state: str, failure: str | None = None) -> Future[None]:
         return self._submit(_close_run, run_id, state, failure)
 
-    def close_orphans(self, uid: str, trials: TrialStates, stage: str = "search") -> Future[int]:
-        return self._submit(_close_orphans, uid, dict(trials), stage)
+    def close_orphans(self, uid: str, study: str, trials: TrialStates) -> Future[int]:
+        return self._submit(_close_orphans, uid, study, dict(trials))
 
     def log_parent_artifacts(
         self, paths: Sequence[Path] = (), text: Mapping[str, str] | None = None
