@@ -163,3 +163,39 @@ def test_a_family_whose_trials_were_all_pruned_shows_so_with_the_best_it_reporte
     assert table.set_index("scheduler").loc["StepLR", "rank"] == 1
     printed = leaderboard.terminal_table(board, table, "val_loss")
     assert "all pruned" in printed and "<NA>" not in printed
+
+
+def test_the_answer_names_the_best_its_ties_and_what_beats_constant() -> None:
+    from bench.report import answer, ranking
+
+    def row(family: str, rank: int, mean: float, p_constant: float | None) -> dict[str, object]:
+        return {
+            "family": family,
+            "status": "confirmed",
+            "rank": rank,
+            "tied_for_best": rank == 1,
+            "seeds": 10,
+            "mean": mean,
+            "ci_low": mean - 0.004,
+            "ci_high": mean + 0.004,
+            "diff_vs_best": mean - 0.061,
+            "p_vs_best": None if family == "OneCycleLR" else 0.2,
+            "p_vs_constant": p_constant,
+        }
+
+    families = pd.DataFrame(
+        [
+            row("OneCycleLR", 1, 0.061, 0.002),
+            row("StepLR", 1, 0.062, 0.004),
+            row("wsd", 1, 0.063, 0.006),
+            row("constant", 4, 0.090, None),
+        ]
+    )
+    metric = ranking.Metric("val_loss", "minimize")
+    said = answer.answer(families, metric)
+    assert said == (
+        "Best: OneCycleLR, test loss 0.0610 [0.0570, 0.0650]; tied with StepLR and wsd; "
+        "all 3 beat constant (p < 0.01, Wilcoxon, each); significantly worse: constant."
+    )
+    table = answer.ranking_table(families, metric).splitlines()
+    assert table[1].split()[:2] == ["1=", "OneCycleLR"] and table[4].split()[:2] == ["4", "constant"]

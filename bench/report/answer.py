@@ -8,6 +8,13 @@ import pandas as pd
 from bench.report.ranking import BASELINE, Metric
 
 
+def _names(names: list[str], most: int = 4) -> str:
+    """A few names in words; many, counted (the table marks them)."""
+    if len(names) > most:
+        return f"{len(names)} other families (= in the table)"
+    return ", ".join(names[:-1]) + (" and " if len(names) > 1 else "") + names[-1]
+
+
 def _p(p: float) -> str:
     return "p < 0.001" if p < 0.001 else "p < 0.01" if p < 0.01 else f"p = {p:.2f}"
 
@@ -46,8 +53,7 @@ def answer(families: pd.DataFrame, metric: Metric) -> str:
     text = f"Best: {best['family']}, {what} {best['mean']:.4f} [{best['ci_low']:.4f}, {best['ci_high']:.4f}]"
     tied = [str(f) for f in ranked[ranked["tied_for_best"]]["family"] if f != best["family"]]
     if tied:
-        shown = ", ".join(tied[:-1]) + (" and " if len(tied) > 1 else "") + tied[-1]
-        text += f"; tied with {shown}"
+        text += f"; tied with {_names(tied)}"
     top = ranked[ranked["tied_for_best"]]
     if BASELINE in set(ranked["family"]) and BASELINE not in set(top["family"]):
         ps = top["p_vs_constant"].dropna()
@@ -58,5 +64,8 @@ def answer(families: pd.DataFrame, metric: Metric) -> str:
         if len(ps) == n and (ps < 0.05).all() and better.all():
             text += f"; {group} beat {BASELINE} ({_p(float(ps.max()))}, Wilcoxon, each)"
     elif BASELINE in set(top["family"]):
-        text += f"; {BASELINE} (no schedule) is among the best: no schedule is shown to help"
+        text += f"; {BASELINE} (no schedule) is among them: no schedule is shown to help"
+    worse = [str(f) for f in ranked[~ranked["tied_for_best"]]["family"]]
+    if worse and len(worse) <= 4:
+        text += f"; significantly worse: {_names(worse)}"
     return text + "."

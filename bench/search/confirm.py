@@ -151,7 +151,7 @@ def run_confirmation(
             f"families on {cfg.confirm.seeds} paired seeds, {todo_total} run(s) to train",
             file=sys.stderr,
         )
-    progress = Progress(total, total - todo_total, f"{cfg.name} confirm")
+    progress = Progress(total, total - todo_total, f"{cfg.name} confirm", best=False)
     ran = 0
 
     def told(frozen: optuna.trial.FrozenTrial) -> None:

@@ -10,8 +10,9 @@ from typing import Any
 class Progress:
     """A tqdm bar on a terminal; one line per trial otherwise (logs, CI)."""
 
-    def __init__(self, total: int, done: int, name: str):
+    def __init__(self, total: int, done: int, name: str, best: bool = True):
         self.total, self.done, self.started = total, done, time.perf_counter()
+        self.show_best = best  # the best value so far: the search's (the confirmation ranks at its end)
         self.bar: Any = None
         if sys.stderr.isatty():
             from tqdm import tqdm
@@ -30,11 +31,8 @@ class Progress:
                 self.bar.write(line, file=sys.stderr)
             return
         elapsed = time.perf_counter() - self.started
-        print(
-            f"[{self.done}/{self.total}] {line}  best {'-' if best is None else f'{best:.4f}'}  "
-            f"{elapsed:.0f}s",
-            file=sys.stderr,
-        )
+        shown = f"  best {'-' if best is None else f'{best:.4f}'}" if self.show_best else ""
+        print(f"[{self.done}/{self.total}] {line}{shown}  {elapsed:.0f}s", file=sys.stderr)
 
     def close(self) -> None:
         if self.bar is not None:
