@@ -183,7 +183,7 @@ def test_the_answer_names_the_best_its_ties_and_what_beats_constant() -> None:
             "p_vs_constant": p_constant,
         }
 
-    families = pd.DataFrame(
+    confirmed = pd.DataFrame(
         [
             row("OneCycleLR", 1, 0.061, 0.002),
             row("StepLR", 1, 0.062, 0.004),
@@ -191,6 +191,8 @@ def test_the_answer_names_the_best_its_ties_and_what_beats_constant() -> None:
             row("constant", 4, 0.090, None),
         ]
     )
+    # As families.csv is built: the ranked rows, then those of unranked families (none here).
+    families = pd.concat([confirmed, pd.DataFrame(columns=["family", "status"])], ignore_index=True)
     metric = ranking.Metric("val_loss", "minimize")
     said = answer.answer(families, metric)
     assert said == (

@@ -48,6 +48,7 @@ def answer(families: pd.DataFrame, metric: Metric) -> str:
     ranked = families[families["status"] == "confirmed"]
     if ranked.empty:
         return "No answer: no family has a confirmed configuration."
+    ranked = ranked.assign(tied_for_best=ranked["tied_for_best"].astype(bool))
     best = ranked.iloc[0]
     what = metric.test.replace("_", " ")
     text = f"Best: {best['family']}, {what} {best['mean']:.4f} [{best['ci_low']:.4f}, {best['ci_high']:.4f}]"

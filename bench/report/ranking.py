@@ -221,6 +221,7 @@ def _family_rows(
     frame["epochs_to_target"] = frame["epochs_to_target"].replace(math.inf, np.nan)
     for col in ("rank", "config", "seeds"):
         frame[col] = frame[col].astype("Int64")
+    frame["tied_for_best"] = frame["tied_for_best"].astype("boolean")  # blank for an unranked family
     trials = _search_counts(search)
     frame.insert(4, "trials", [trials.get(f, 0) for f in frame["family"]])
     return frame.sort_values(
