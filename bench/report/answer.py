@@ -29,7 +29,11 @@ def ranking_table(families: pd.DataFrame, metric: Metric) -> str:
     ]
     for _, r in ranked.iterrows():
         mark = "=" if r["tied_for_best"] else " "
-        p = "" if pd.isna(r["p_vs_best"]) else f"  vs best {r['diff_vs_best']:+.4f}, {_p(r['p_vs_best'])}"
+        p = (
+            ""
+            if pd.isna(r["p_vs_best"])
+            else f"  vs best {r['diff_vs_best']:+.4f} (Wilcoxon {_p(r['p_vs_best'])})"
+        )
         ci = f"[{r['ci_low']:.4f}, {r['ci_high']:.4f}]"
         lines.append(f"{int(r['rank']):>3}{mark} {r['family']:<27} {r['mean']:.4f} {ci}{p}")
     for _, r in families[families["status"] != "confirmed"].iterrows():
