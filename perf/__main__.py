@@ -15,9 +15,9 @@ All rows use the reference task (breast-cancer MLP 30-64-32-1, batch 32, 50 epoc
   (c) lrbench's reference trainer;
   (d) the population engine at several K (training only);
   (e) ``lrbench study studies/breast_cancer.yaml`` end to end in a fresh process, exactly as ``make study``
-      runs it (sampling, training, full MLflow logging, leaderboards), three times with the population
-      engine (the median run is the row) and once with the reference engine (the same study, for the
-      best-value comparison).
+      runs it (the search, the confirmation on paired seeds, full MLflow logging, the reports), three times
+      with the population engine (the median run is the row; the search and the confirmation are timed
+      apart) and once with the reference engine, the search alone (for the best-value comparison).
 
 Every row runs in a process of its own, so that its peak resident memory (RSS) is its own. The FLOP rate is
 the analytic count of the reference task's arithmetic over the measured time, against a large matmul timed
