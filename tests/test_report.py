@@ -197,7 +197,36 @@ def test_the_answer_names_the_best_its_ties_and_what_beats_constant() -> None:
     said = answer.answer(families, metric)
     assert said == (
         "Best: OneCycleLR, test loss 0.0610 [0.0570, 0.0650]; tied with StepLR and wsd; "
-        "all 3 beat constant (p < 0.01, Wilcoxon, each); significantly worse: constant."
+        "all 3 beat constant (p < 0.01 each, Wilcoxon, uncorrected); significantly worse: constant."
     )
     table = answer.ranking_table(families, metric).splitlines()
     assert table[1].split()[:2] == ["1=", "OneCycleLR"] and table[4].split()[:2] == ["4", "constant"]
+
+
+def _confirm_run(number: int, family: str, seed: int, test_loss: float | None) -> StoredTrial:
+    state = "COMPLETE" if test_loss is not None else "PRUNED"  # a diverged run is pruned with no score
+    result = {"seed": seed, "test_loss": test_loss, "val_curve": [0.3, 0.2], "epochs_run": 2}
+    attrs = {"cell": {"family": family, "config": 0, "seed_index": seed}, "result": result}
+    return StoredTrial(number, state, 0.2 if test_loss is not None else None, {}, attrs)
+
+
+def test_a_ranking_of_a_confirmation_not_finished_or_diverged_names_why_and_does_not_fail() -> None:
+    from bench.report import ranking
+
+    metric = ranking.Metric("val_loss", "minimize")
+    result = {"optimizer": "adam", "lr": 0.01, "scheduler_args": "{}"}
+    search = [StoredTrial(0, "COMPLETE", 0.1, {"scheduler": f}, {"result": result}) for f in ("A", "B")]
+    # Nothing finished every seed yet (a confirmation interrupted, or another worker still at it).
+    partial = [_confirm_run(0, "A", 0, 0.1), _confirm_run(1, "B", 0, 0.2)]
+    r = ranking.rank(search, partial, metric, seeds=2, top_k=1, target=None)
+    assert r.families.set_index("family")["status"].to_dict() == {
+        "A": "confirmation incomplete",
+        "B": "confirmation incomplete",
+    }
+    assert r.pairwise.empty
+    # A finished; B's run on seed 1 diverged.
+    runs = [*partial, _confirm_run(2, "A", 1, 0.12), _confirm_run(3, "B", 1, None)]
+    r = ranking.rank(search, runs, metric, seeds=2, top_k=1, target=None)
+    fam = r.families.set_index("family")
+    assert fam.loc["A", "status"] == "confirmed" and fam.loc["A", "rank"] == 1
+    assert fam.loc["B", "status"] == "diverged in confirmation"

@@ -67,7 +67,7 @@ def answer(families: pd.DataFrame, metric: Metric) -> str:
         n = len(top)
         group = "it" if n == 1 else "both" if n == 2 else f"all {n}"
         if len(ps) == n and (ps < 0.05).all() and better.all():
-            text += f"; {group} beat {BASELINE} ({_p(float(ps.max()))}, Wilcoxon, each)"
+            text += f"; {group} beat {BASELINE} ({_p(float(ps.max()))} each, Wilcoxon, uncorrected)"
     elif BASELINE in set(top["family"]):
         text += f"; {BASELINE} (no schedule) is among them: no schedule is shown to help"
     worse = [str(f) for f in ranked[~ranked["tied_for_best"]]["family"]]

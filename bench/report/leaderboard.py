@@ -3,6 +3,7 @@ family, ranked by its best trial), from a stored study's records alone, and the 
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,7 +47,7 @@ def leaderboard(records: Sequence[StoredTrial], direction: str, seed_base: int =
         # Every sampled argument, namespaced by family (<family>.<arg>), as Optuna stored it.
         row.update({k: v for k, v in params.items() if "." in k})
         row.update({k: result.get(k) for k in RESULT_COLUMNS})
-        reported = list(r.intermediate.values())
+        reported = [v for v in r.intermediate.values() if math.isfinite(v)]
         row["best_reported"] = (
             (max(reported) if direction == "maximize" else min(reported)) if reported else None
         )

@@ -48,6 +48,31 @@ class Ranking:
     budget: pd.DataFrame
 
 
+FAMILY_COLUMNS = [
+    "rank",
+    "tied_for_best",
+    "family",
+    "status",
+    "config",
+    "optimizer",
+    "lr",
+    "scheduler_args",
+    "seeds",
+    "mean",
+    "ci_low",
+    "ci_high",
+    "std",
+    "median",
+    "iqm",
+    "diff_vs_best",
+    "diff_ci_low",
+    "diff_ci_high",
+    "p_vs_best",
+    "p_vs_constant",
+    "p_improvement",
+    "epochs_to_target",
+    "reached_target",
+]
 CONFIRM_RESULT = [
     "test_loss",
     "test_accuracy",
@@ -63,11 +88,15 @@ def _curve(t: StoredTrial, sign: float) -> list[float]:
     """The run's validation curve (the objective's metric, by epoch), oriented."""
     stored = (t.user_attrs.get("result") or {}).get("val_curve")
     values = stored if stored is not None else [t.intermediate[e] for e in sorted(t.intermediate)]
-    return [sign * v for v in values if v is not None]
+    # An epoch without a finite value (a diverged run) keeps its place: epochs count from the first.
+    return [sign * v if v is not None and math.isfinite(v) else -math.inf for v in values]
 
 
-def confirm_table(runs: Sequence[StoredTrial], metric: Metric, target: float | None) -> pd.DataFrame:
-    """One row per family x configuration x seed: the first run that ended for each cell."""
+def confirm_table(
+    runs: Sequence[StoredTrial], metric: Metric, target: float | None, seeds: int
+) -> pd.DataFrame:
+    """One row per family x configuration x seed (of the first ``seeds``): the first run that ended for
+    each cell."""
     seen: set[tuple[str, int, int]] = set()
     rows = []
     for t in sorted(runs, key=lambda t: t.number):
@@ -75,7 +104,7 @@ def confirm_table(runs: Sequence[StoredTrial], metric: Metric, target: float | N
         if cell is None or t.state not in ("COMPLETE", "PRUNED"):
             continue
         key = (str(cell["family"]), int(cell["config"]), int(cell["seed_index"]))
-        if key in seen:
+        if key in seen or key[2] >= seeds:
             continue
         seen.add(key)
         result = t.user_attrs.get("result") or {}
@@ -88,7 +117,7 @@ def confirm_table(runs: Sequence[StoredTrial], metric: Metric, target: float | N
             "seed": result.get("seed"),
             "state": t.state,
             "val": t.value,
-            "best_val": metric.sign * max(curve) if curve else None,
+            "best_val": metric.sign * max(curve) if curve and max(curve) > -math.inf else None,
             **{k: result.get(k) for k in CONFIRM_RESULT},
             "epoch_to_target": reached,
             "failure": t.user_attrs.get("failure"),
@@ -101,9 +130,12 @@ def confirm_table(runs: Sequence[StoredTrial], metric: Metric, target: float | N
     return frame.sort_values(["family", "config", "seed_index"]).reset_index(drop=True)
 
 
-def default_target(table: pd.DataFrame) -> float | None:
-    """The median best validation score of the baseline's confirmation runs."""
-    base = table[table["family"] == BASELINE]["best_val"].dropna()
+def default_target(table: pd.DataFrame, chosen: dict[str, int]) -> float | None:
+    """The median best validation score of the baseline's confirmation runs (its chosen configuration's)."""
+    if BASELINE not in chosen:
+        return None
+    mine = table[(table["family"] == BASELINE) & (table["config"] == chosen[BASELINE])]
+    base = mine["best_val"].dropna()
     return float(base.median()) if not base.empty else None
 
 
@@ -151,16 +183,16 @@ def rank(
 ) -> Ranking:
     """Everything the ranking files hold. ``target``: the validation score for time to target (None: the
     baseline's default)."""
-    table = confirm_table(runs, metric, None)
-    target = default_target(table) if target is None else target
-    if target is not None:
-        table = confirm_table(runs, metric, target)
+    table = confirm_table(runs, metric, None, seeds)
     chosen = _chosen(table, metric, seeds, top_configs(search, metric, top_k))
+    target = default_target(table, chosen) if target is None else target
+    if target is not None:
+        table = confirm_table(runs, metric, target, seeds)
     table["chosen"] = [chosen.get(f) == c for f, c in zip(table["family"], table["config"], strict=True)]
     names = sorted(chosen)
     cols = {f: table[(table["family"] == f) & table["chosen"]].sort_values("seed_index") for f in names}
     scores = np.array([metric.sign * cols[f][metric.test].to_numpy(dtype=float) for f in names])
-    families = _family_rows(search, metric, names, scores, cols, chosen)
+    families = _family_rows(search, metric, names, scores, cols, chosen, table)
     pairwise = _pairwise(names, scores, metric)
     return Ranking(families, table, pairwise, _budget(search, metric))
 
@@ -172,6 +204,7 @@ def _family_rows(
     scores: np.ndarray,
     cols: dict[str, pd.DataFrame],
     chosen: dict[str, int],
+    table: pd.DataFrame,
 ) -> pd.DataFrame:
     ranks, tied = st.ranks(scores) if names else (np.array([]), np.array([]))
     best = int(np.argmax(scores.mean(axis=1))) if names else -1
@@ -214,8 +247,10 @@ def _family_rows(
                 "reached_target": n_reached / len(reached) if len(reached) else None,
             }
         )
-    frame = pd.DataFrame(rows)
-    frame = pd.concat([frame, _unconfirmed(search, metric, set(names))], ignore_index=True)
+    frame = pd.DataFrame(rows, columns=FAMILY_COLUMNS)
+    unranked = _unconfirmed(search, metric, set(names), table)
+    frame = unranked if frame.empty else pd.concat([frame, unranked], ignore_index=True)
+    frame = frame.reindex(columns=[*FAMILY_COLUMNS, "best_search_value"])
     if frame.empty:
         return frame
     frame["epochs_to_target"] = frame["epochs_to_target"].replace(math.inf, np.nan)
@@ -238,16 +273,23 @@ def _search_counts(search: Sequence[StoredTrial]) -> dict[str, int]:
     return counts
 
 
-def _unconfirmed(search: Sequence[StoredTrial], metric: Metric, confirmed: set[str]) -> pd.DataFrame:
+def _unconfirmed(
+    search: Sequence[StoredTrial], metric: Metric, confirmed: set[str], table: pd.DataFrame
+) -> pd.DataFrame:
     """Families in the search without a confirmed configuration: why, and the best value they showed
     (a pruned trial's best intermediate value where none completed)."""
     rows = []
     for family in sorted({str(t.params.get("scheduler")) for t in search} - confirmed):
         mine = [t for t in search if t.params.get("scheduler") == family]
         complete = [t.value for t in mine if t.state == "COMPLETE" and t.value is not None]
-        seen = [v for t in mine if t.state == "PRUNED" for v in t.intermediate.values()]
-        if complete:
-            status, shown = "not confirmed", metric.sign * max(metric.sign * v for v in complete)
+        seen = [v for t in mine if t.state == "PRUNED" for v in t.intermediate.values() if math.isfinite(v)]
+        runs = table[table["family"] == family]
+        scores = pd.to_numeric(runs[metric.test], errors="coerce")
+        if complete and len(runs) and not np.isfinite(scores).all():
+            # A configuration whose run diverged on a seed has no test score there: none could be ranked.
+            status, shown = "diverged in confirmation", metric.sign * max(metric.sign * v for v in complete)
+        elif complete:
+            status, shown = "confirmation incomplete", metric.sign * max(metric.sign * v for v in complete)
         elif seen:
             status, shown = "all pruned", metric.sign * max(metric.sign * v for v in seen)
         else:
@@ -277,12 +319,17 @@ def _pairwise(names: list[str], scores: np.ndarray, metric: Metric) -> pd.DataFr
 
 
 def _budget(search: Sequence[StoredTrial], metric: Metric) -> pd.DataFrame:
-    """Per family, the expected best validation objective after n = 1..N of its N COMPLETE trials."""
+    """Per family, the expected best validation objective after n = 1..N of its N trials: COMPLETE ones
+    with their value, PRUNED ones with the last value they reported (what the tuning got from them; left
+    out, the survivors of the pruner alone would make the curve look better than tuning is)."""
     rows = []
     by_family: dict[str, list[float]] = {}
     for t in sorted(search, key=lambda t: t.number):
-        if t.state == "COMPLETE" and t.value is not None and math.isfinite(t.value):
-            by_family.setdefault(str(t.params.get("scheduler")), []).append(metric.sign * t.value)
+        value = t.value
+        if t.state == "PRUNED" and t.intermediate:
+            value = t.intermediate[max(t.intermediate)]
+        if t.state in ("COMPLETE", "PRUNED") and value is not None and math.isfinite(value):
+            by_family.setdefault(str(t.params.get("scheduler")), []).append(metric.sign * value)
     for family in sorted(by_family):
         curve = budget.budget_curve(by_family[family], len(by_family[family]))
         rows += [{"family": family, "n": n, "expected_best": metric.sign * v} for n, v in enumerate(curve, 1)]

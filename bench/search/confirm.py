@@ -89,6 +89,19 @@ def _held(study: optuna.Study) -> set[tuple[str, int, int]]:
     }
 
 
+def _holding(study: optuna.Study) -> int:
+    return sum(SURPLUS not in t.user_attrs and holds_a_place(t) for t in study.get_trials(deepcopy=False))
+
+
+def confirming_elsewhere(study: optuna.Study) -> bool:
+    """Another live worker is training confirmation runs (the confirmation runs in one worker at a time:
+    two would take the same cells)."""
+    return any(
+        t.state == TrialState.RUNNING and holds_a_place(t) and SURPLUS not in t.user_attrs
+        for t in study.get_trials(deepcopy=False)
+    )
+
+
 def search_is_settled(trials: Sequence[optuna.trial.FrozenTrial]) -> bool:
     """No trial of the search is running in a live worker (another worker may still be searching: the
     last to finish confirms)."""
@@ -142,9 +155,9 @@ def run_confirmation(
         print(f"closed {reclaimed} confirmation run(s) left RUNNING by a process that died", file=sys.stderr)
     cells = {(c.family, c.config, i) for c in chosen for i in range(cfg.confirm.seeds)}
     todo_total = total - len(held & cells)
-    # The places the confirmation's trials may hold: its cells, and cells of an earlier choice (the search
-    # went on since, with more trials) whose runs stay.
-    places = len(held | cells)
+    # The places the confirmation's trials may hold: those held now (cells of an earlier choice, where the
+    # search went on since, and any cell trained twice) and the cells to do.
+    places = _holding(study) + todo_total
     if todo_total:
         print(
             f"confirming: the best {cfg.confirm.top_k} configuration(s) of {len({c.family for c in chosen})} "

@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 
 from bench.config import Locations, StudyConfig
 from bench.errors import UserError
-from bench.search.confirm import run_confirmation, search_is_settled
+from bench.search.confirm import confirming_elsewhere, run_confirmation, search_is_settled
 from bench.search.opening import open_study
 from bench.search.progress import Progress
 from bench.search.round import Round
@@ -188,7 +188,13 @@ class _Worker:
                 file=sys.stderr,
             )
             return
+        if time.monotonic() >= self.deadline:
+            print("the search stopped at its timeout: no confirmation in this run", file=sys.stderr)
+            return
         opened = dataclasses.replace(open_study(self.cfg, self.loc, stage="confirm"), uid=self.opened.uid)
+        if confirming_elsewhere(opened.study):
+            print("another worker is confirming: it trains the confirmation runs", file=sys.stderr)
+            return
         self.outcome.confirmed = run_confirmation(
             self.cfg, trials, opened, self.writer, self.task.device, self.steps_per_epoch, me
         )
