@@ -219,12 +219,17 @@ def test_kill_9_mid_trial_then_rerun_recovers(
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_ctrl_c_or_a_stop_signal_stops_cleanly_and_says_how_to_resume(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    """Ctrl-C, and what a scheduler, `docker stop` or systemd (SIGTERM) or a closed terminal (SIGHUP)
+    sends: the same clean stop, with the shell's exit status for the signal."""
     study, out = _slow_study(tmp_path), tmp_path / "out"
     proc = _start_and_wait_for_a_running_trial(study, out)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    assert proc.returncode == 128 + sig
     assert "run the same command again to resume" in err and "Traceback" not in err
     states = [(r.state, r.user_attrs) for r in records(study, out)]
     assert "RUNNING" not in [s for s, _ in states]
@@ -234,3 +239,9 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path: Path) -> None:
     parent = next(r for r in runs if r.info.run_name == "study smoke")
     assert parent.info.status == "KILLED"
     assert sum(r.info.status == "KILLED" for r in runs) == 2  # the interrupted trial and the parent
+    if sig != signal.SIGINT:
+        # Nothing left for the next run to reclaim, and no lock held: it goes on at once.
+        rerun = lrbench("study", study, "--output", out)
+        assert rerun.returncode == 0, rerun.stderr
+        assert "left RUNNING" not in rerun.stderr
+        assert sum(r.state in ("COMPLETE", "PRUNED") for r in records(study, out)) == 4

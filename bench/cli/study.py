@@ -4,11 +4,13 @@ the summary figure, the terminal's table) from its stores."""
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from bench.cli import startup
+from bench.cli.signals import exit_status, stop_as_ctrl_c
 from bench.cli.stores import check_given
 from bench.config import Locations, StudyConfig, load
 from bench.errors import TrackingServerDown, UserError
@@ -41,8 +43,9 @@ def cmd_study(args: argparse.Namespace) -> int:
         try:
             from bench.search import run_study
 
-            outcome = run_study(cfg, loc, n_trials=args.n_trials, writer=writer, on_loaded=startup.end)
-            summary, ranking = publish(cfg, loc, writer)
+            with stop_as_ctrl_c() as stopped_by:
+                outcome = run_study(cfg, loc, n_trials=args.n_trials, writer=writer, on_loaded=startup.end)
+                summary, ranking = publish(cfg, loc, writer)
         finally:
             writer.close()
     except TrackingServerDown as exc:
@@ -59,12 +62,13 @@ def cmd_study(args: argparse.Namespace) -> int:
         ) from None
     if outcome.interrupted:
         print("\n\n".join(filter(None, (summary, ranking))))
+        by = f" by {signal.Signals(stopped_by[0]).name}" if stopped_by else ""
         print(
-            f"lrbench: interrupted after {outcome.ran} trial(s) in this run; "
+            f"lrbench: interrupted{by} after {outcome.ran} trial(s) in this run; "
             "run the same command again to resume",
             file=sys.stderr,
         )
-        return 130
+        return exit_status(stopped_by)
     where = f" --tracking-uri {shown(args.tracking_uri)}" if args.tracking_uri else ""
     where += f" --output {args.output}" if args.output and not args.tracking_uri else ""
     print(summary)

@@ -4,10 +4,10 @@ address)."""
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from typing import TYPE_CHECKING
 
+from bench.cli.signals import stop_as_ctrl_c
 from bench.cli.stores import check_tracking_server
 from bench.cli.study import study_locations
 from bench.errors import UserError
@@ -47,17 +47,12 @@ def cmd_ui(args: argparse.Namespace) -> int:
 def _serve(server: LocalServer, page: str) -> int:
     """Run the server until it stops or lrbench is stopped (Ctrl-C, kill's SIGTERM or a closed terminal's
     SIGHUP, which stop the server's whole process group); the address is printed once it answers."""
-    handlers = {
-        sig: signal.signal(sig, signal.default_int_handler) for sig in (signal.SIGTERM, signal.SIGHUP)
-    }
-    try:
-        server.start()
-        if server.wait_until_answering():
-            print(f"MLflow UI on {server.url}/{page}  (Ctrl-C stops it)", flush=True)
-        return server.wait()
-    except KeyboardInterrupt:
-        server.stop()
-        return 0
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
+    with stop_as_ctrl_c():
+        try:
+            server.start()
+            if server.wait_until_answering():
+                print(f"MLflow UI on {server.url}/{page}  (Ctrl-C stops it)", flush=True)
+            return server.wait()
+        except KeyboardInterrupt:
+            server.stop()
+            return 0

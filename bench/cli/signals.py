@@ -1,0 +1,34 @@
+"""Stop signals: what a scheduler, ``docker stop`` or systemd (SIGTERM) and a closed terminal (SIGHUP) send
+stops a command as the first Ctrl-C does, so that nothing it started is left RUNNING."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Iterator
+from types import FrameType
+
+STOPS = (signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def stop_as_ctrl_c() -> Iterator[list[int]]:
+    """Within the block, SIGTERM and SIGHUP raise KeyboardInterrupt in the main thread; the list yielded
+    gets the signals received (empty: none, or a Ctrl-C)."""
+    got: list[int] = []
+
+    def interrupt(sig: int, frame: FrameType | None) -> None:
+        got.append(sig)
+        raise KeyboardInterrupt
+
+    old = {sig: signal.signal(sig, interrupt) for sig in STOPS}
+    try:
+        yield got
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+def exit_status(got: list[int]) -> int:
+    """The shell's convention: 128 + the signal that stopped the command (Ctrl-C's SIGINT: 130)."""
+    return 128 + (got[0] if got else signal.SIGINT)
