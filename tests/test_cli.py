@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -304,3 +307,16 @@ def test_schedule_linear_lr_prints_torchs_own_curve(capsys: pytest.CaptureFixtur
         scheduler.step()
     assert code == 0 and printed == pytest.approx(expected, rel=1e-9)
     assert printed[0] == pytest.approx(0.03) and printed[9:] == pytest.approx([0.3] * 6)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_a_stop_signal_is_a_ctrl_c_within_the_block_and_restored_after(sig: signal.Signals) -> None:
+    from bench.cli.signals import exit_status, stop_as_ctrl_c
+
+    before = signal.getsignal(sig)
+    with pytest.raises(KeyboardInterrupt), stop_as_ctrl_c() as got:
+        os.kill(os.getpid(), sig)
+        time.sleep(5)  # the signal arrives first
+    assert got == [sig] and exit_status(got) == 128 + sig
+    assert signal.getsignal(sig) is before
+    assert exit_status([]) == 130
