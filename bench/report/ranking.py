@@ -285,11 +285,12 @@ def _unconfirmed(
         seen = [v for t in mine if t.state == "PRUNED" for v in t.intermediate.values() if math.isfinite(v)]
         runs = table[table["family"] == family]
         scores = pd.to_numeric(runs[metric.test], errors="coerce")
+        best = metric.sign * max(metric.sign * v for v in complete) if complete else None
         if complete and len(runs) and not np.isfinite(scores).all():
             # A configuration whose run diverged on a seed has no test score there: none could be ranked.
-            status, shown = "diverged in confirmation", metric.sign * max(metric.sign * v for v in complete)
+            status, shown = "diverged in confirmation", best
         elif complete:
-            status, shown = "confirmation incomplete", metric.sign * max(metric.sign * v for v in complete)
+            status, shown = "confirmation incomplete", best
         elif seen:
             status, shown = "all pruned", metric.sign * max(metric.sign * v for v in seen)
         else:

@@ -80,26 +80,15 @@ def cell_key(cell: dict[str, Any]) -> tuple[str, int, int]:
     return str(cell["family"]), int(cell["config"]), int(cell["seed_index"])
 
 
-def _held(study: optuna.Study) -> set[tuple[str, int, int]]:
-    """The cells a trial has done or is doing (a live worker's)."""
-    return {
-        cell_key(t.user_attrs[CELL])
-        for t in study.get_trials(deepcopy=False)
-        if CELL in t.user_attrs and SURPLUS not in t.user_attrs and holds_a_place(t)
-    }
-
-
-def _holding(study: optuna.Study) -> int:
-    return sum(SURPLUS not in t.user_attrs and holds_a_place(t) for t in study.get_trials(deepcopy=False))
+def _holding(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The confirmation trials that hold a place: done, or running in a live worker (not surplus)."""
+    return [t for t in study.get_trials(deepcopy=False) if SURPLUS not in t.user_attrs and holds_a_place(t)]
 
 
 def confirming_elsewhere(study: optuna.Study) -> bool:
     """Another live worker is training confirmation runs (the confirmation runs in one worker at a time:
     two would take the same cells)."""
-    return any(
-        t.state == TrialState.RUNNING and holds_a_place(t) and SURPLUS not in t.user_attrs
-        for t in study.get_trials(deepcopy=False)
-    )
+    return any(t.state == TrialState.RUNNING for t in _holding(study))
 
 
 def search_is_settled(trials: Sequence[optuna.trial.FrozenTrial]) -> bool:
@@ -150,14 +139,15 @@ def run_confirmation(
     reclaimed = reclaim(study, opened.storage, writer, opened.uid)
     chosen = choose(cfg, search)
     total = len(chosen) * cfg.confirm.seeds
-    held = _held(study)
+    holding = _holding(study)
+    held = {cell_key(t.user_attrs[CELL]) for t in holding if CELL in t.user_attrs}
     if reclaimed:
         print(f"closed {reclaimed} confirmation run(s) left RUNNING by a process that died", file=sys.stderr)
     cells = {(c.family, c.config, i) for c in chosen for i in range(cfg.confirm.seeds)}
     todo_total = total - len(held & cells)
     # The places the confirmation's trials may hold: those held now (cells of an earlier choice, where the
     # search went on since, and any cell trained twice) and the cells to do.
-    places = _holding(study) + todo_total
+    places = len(holding) + todo_total
     if todo_total:
         print(
             f"confirming: the best {cfg.confirm.top_k} configuration(s) of {len({c.family for c in chosen})} "

@@ -247,14 +247,15 @@ class Tracker:
         of the study's Optuna studies, a family's or the confirmation's, numbers its trials from 0)."""
         runs = self.client.search_runs(
             [self.experiment_id],
-            filter_string=f"attributes.status = 'RUNNING' and tags.`{STUDY_UID_TAG}` = '{uid}'",
+            filter_string=(
+                f"attributes.status = 'RUNNING' and tags.`{STUDY_UID_TAG}` = '{uid}' "
+                f"and tags.study = '{study}'"
+            ),
             max_results=5000,
         )
         closed = 0
         for run in runs:
             run_id = run.info.run_id
-            if run.data.tags.get("study") != study:
-                continue
             known = trials.get(run.data.tags.get("trial_number", ""))
             if known is None:  # a run of a trial asked since, or the study's parent run (no trial number)
                 continue
