@@ -43,11 +43,11 @@ def test_only_runs_of_trials_known_to_have_ended_are_closed(tmp_path: Path) -> N
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     other = Tracker(uri, "orphans")  # the same study name in another output dir: its trial 0 is running
     other.open_parent("orphans", None, {}, "theirs")
-    [theirs] = other.start_trials("orphans", [(0, "StepLR")])
+    [theirs] = other.start_trials([("orphans", 0, "StepLR")])
     tracker = Tracker(uri, "orphans")
     tracker.open_parent("orphans", None, {}, "ours")
-    ids = tracker.start_trials("orphans", [(n, "StepLR") for n in range(5)])
-    [family_run] = tracker.start_trials("orphans/StepLR", [(0, "StepLR")])
+    ids = tracker.start_trials([("orphans", n, "StepLR") for n in range(5)])
+    [family_run] = tracker.start_trials([("orphans/StepLR", 0, "StepLR")])
     snapshot = {
         "0": ("FAIL", None, "worker process died (killed?)"),  # died before its tell
         "1": ("COMPLETE", ids[1], None),  # told; its writes not yet made

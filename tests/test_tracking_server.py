@@ -63,7 +63,7 @@ def test_writes_to_a_tracking_server_go_several_at_once_in_order_with_their_erro
         assert server.inflight.write_behind(meet)
     server.inflight.wait_behind()  # a BrokenBarrierError had the writes gone one at a time
     server.open_parent("behind", None, {}, "uid")
-    run_ids = server.start_trials("behind", [(n, "StepLR") for n in range(3)])
+    run_ids = server.start_trials([("behind", n, "StepLR") for n in range(3)])
     assert len(set(run_ids)) == 3
     spools = [tmp_path / f"{run_id}.json" for run_id in run_ids]
     for spool in spools:

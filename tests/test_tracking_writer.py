@@ -87,7 +87,7 @@ def test_replaying_a_trial_mlflow_already_has_adds_no_points(
     writer = Writer(uri, "twice", spool)
     try:
         writer.open_parent("twice", None, {}, "uid")
-        (run_id,) = writer.start_trials("twice", [(0, "StepLR")]).result()
+        (run_id,) = writer.start_trials([("twice", 0, "StepLR")]).result()
         writer.finish_trial(run_id, "COMPLETE", {"scheduler": "StepLR"}, result)
         writer.flush()
     finally:
@@ -115,7 +115,7 @@ def test_a_request_to_the_writer_comes_after_the_writes_deferred_before_it(
     writer = Writer(f"sqlite:///{tmp_path / 'mlflow.db'}", "order", tmp_path / "spool")
     try:
         writer.open_parent("order", None, {}, "uid")
-        (run_id,) = writer.start_trials("order", [(0, "StepLR")]).result()
+        (run_id,) = writer.start_trials([("order", 0, "StepLR")]).result()
         monkeypatch.setattr(writer, "pump", lambda: None)  # the write stays deferred
         writer.finish_trial(run_id, "COMPLETE", {"scheduler": "StepLR"}, result)
         assert writer._deferred

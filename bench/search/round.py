@@ -170,17 +170,14 @@ class Round:
             report = reporter(self.cfg, trial) if self.source.reports else _never_prune
             new.append(_Started(trial, spec, schedule, report))
         self.started += new
-        # The trials' MLflow runs are created in the writer process while they train, one request per study
-        # (the study and trial number tag a run).
-        by_study: dict[str, list[_Started]] = {}
-        for s in new:
-            by_study.setdefault(s.trial.study.study_name, []).append(s)
-        for name, group in by_study.items():
+        if new:
+            # The trials' MLflow runs are created in the writer process while they train (a run is tagged
+            # with its trial's study and number: the families' studies each number from 0).
             future = self.writer.start_trials(
-                name, [(s.trial.number, s.spec.scheduler) for s in group], self.source.stage
+                [(s.trial.study.study_name, s.trial.number, s.spec.scheduler) for s in new], self.source.stage
             )
-            runs = _Runs(future, [s.trial for s in group])
-            for place, s in enumerate(group):
+            runs = _Runs(future, [s.trial for s in new])
+            for place, s in enumerate(new):
                 s.runs, s.place = runs, place
         return new
 

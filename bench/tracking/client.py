@@ -46,6 +46,11 @@ Curves = dict[str, dict[str, list[tuple[int, float]]]]  # label -> metric key ->
 TrialStates = Mapping[str, tuple[str, str | None, str | None]]
 
 
+# A trial run to create: its Optuna study's name (a family's own, or the confirmation's: each numbers its
+# trials from 0), the trial's number and its schedule family.
+RunStart = tuple[str, int, str]
+
+
 def _watched(method: Callable[Concatenate[Tracker, P], T]) -> Callable[Concatenate[Tracker, P], T]:
     """A Tracker method whose requests are watched (:class:`RequestWatch`) against a tracking server."""
 
@@ -205,9 +210,9 @@ class Tracker:
         return str(run.info.run_id)
 
     @_watched
-    def start_trials(self, study: str, trials: Sequence[tuple[int, str]], stage: str = "search") -> list[str]:
+    def start_trials(self, trials: Sequence[RunStart], stage: str = "search") -> list[str]:
         """The trials' runs, in order; against a tracking server, created by several requests at once."""
-        return self.inflight.each(lambda t: self.start_trial(study, *t, stage), trials)
+        return self.inflight.each(lambda t: self.start_trial(*t, stage), trials)
 
     @_watched
     def finish_trial(self, record: TrialRecord) -> None:

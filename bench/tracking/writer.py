@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from bench.errors import TrackingServerDown
-from bench.tracking.client import Curves, Tracker, TrialStates, now_ms
+from bench.tracking.client import Curves, RunStart, Tracker, TrialStates, now_ms
 from bench.tracking.curves import metric_points
 from bench.tracking.server import stopped_answering
 from bench.tracking.spool import Spool, TrialRecord
@@ -105,9 +105,9 @@ def _open_parent(
     return _request(lambda t: t.open_parent(study, existing, params, uid, find))
 
 
-def _start_trials(study: str, trials: Sequence[tuple[int, str]], stage: str) -> list[str]:
+def _start_trials(trials: Sequence[RunStart], stage: str) -> list[str]:
     # A run's creation waits for nothing before it.
-    return _guarded(lambda t: t.start_trials(study, trials, stage))
+    return _guarded(lambda t: t.start_trials(trials, stage))
 
 
 def _finish_trial(record: TrialRecord, spooled: str) -> None:
@@ -278,16 +278,15 @@ class Writer:
         ``uid``) for the trial runs it creates after it."""
         return self._submit(_open_parent, study, existing_run_id, dict(params), uid, find)
 
-    def start_trials(
-        self, study: str, trials: Sequence[tuple[int, str]], stage: str = "search"
-    ) -> Future[list[str]]:
-        """The trials' run ids, to come (runs tagged with the ``stage``: search or confirm).
+    def start_trials(self, trials: Sequence[RunStart], stage: str = "search") -> Future[list[str]]:
+        """The trials' run ids, to come (runs tagged with the ``stage``: search or confirm), in one request
+        whichever studies the trials belong to.
 
         After the second group of runs (early in a study: the first trials to end make room for it), the
         writer runs ``warm``, so that what needs them at the end does not wait for them; runs
         asked for meanwhile wait, training never does. Any earlier, the first runs would wait for them, and
         with them the first trials' results."""
-        future = self._submit(_start_trials, study, list(trials), stage)
+        future = self._submit(_start_trials, list(trials), stage)
         self._starts.append(future)
         self._batches += 1
         warm = self._warm
