@@ -22,7 +22,7 @@ import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -103,16 +103,30 @@ def _sklearn(loader: str) -> Callable[[DataConfig], tuple[pd.DataFrame, pd.Serie
     return load
 
 
+# The most values synthetic data may hold (rows x features): 0.8 GB as float64, far past any benchmark here.
+MAX_SYNTHETIC_VALUES = 10**8
+
+
 def _synthetic(cfg: DataConfig) -> tuple[pd.DataFrame, pd.Series]:
     if cfg.rows < 10 or cfg.features < 2 or cfg.classes < 2:
         raise UserError(
             f"synthetic data needs rows >= 10, features >= 2 and classes >= 2, "
             f"but got (rows={cfg.rows}, features={cfg.features}, classes={cfg.classes})"
         )
+    if cfg.rows * cfg.features > MAX_SYNTHETIC_VALUES:
+        raise UserError(
+            f"synthetic data of rows={cfg.rows} x features={cfg.features} is {cfg.rows * cfg.features:.3g} "
+            f"values; at most {MAX_SYNTHETIC_VALUES:.0e} are made"
+        )
+    informative = max(2, min(cfg.features, cfg.features // 2))
+    if cfg.classes > 2**informative:  # make_classification puts each class on a corner of a hypercube
+        raise UserError(
+            f"synthetic data with features={cfg.features} has {informative} informative features, which "
+            f"separate at most {2**informative} classes, but got classes={cfg.classes}"
+        )
     import pandas as pd
     from sklearn.datasets import make_classification
 
-    informative = max(2, min(cfg.features, cfg.features // 2))
     x, y = make_classification(
         n_samples=cfg.rows,
         n_features=cfg.features,
@@ -164,6 +178,8 @@ def _read_csv(
 def _check(name: str, x: pd.DataFrame, y: pd.Series) -> None:
     import pandas as pd
 
+    if len(x) == 0:
+        raise UserError(f"{name}: no rows")
     non_numeric = [c for c in x.columns if not pd.api.types.is_numeric_dtype(x[c])]
     if non_numeric:
         raise UserError(
@@ -176,11 +192,17 @@ def _check(name: str, x: pd.DataFrame, y: pd.Series) -> None:
         raise UserError(
             f"{name}: feature column {col!r} has missing values ({int(x[col].isna().sum())} rows)"
         )
+    infinite = np.isinf(x.to_numpy(dtype=np.float64))
+    if infinite.any():
+        col = x.columns[infinite.any(axis=0)][0]
+        raise UserError(
+            f"{name}: feature column {col!r} has infinite values ({int(np.isinf(x[col]).sum())} rows)"
+        )
     if y.isna().any():
         raise UserError(f"{name}: target has missing values ({int(y.isna().sum())} rows)")
     if y.nunique() < 2:
         raise UserError(
-            f"{name}: target has a single class ({y.iloc[0]!r}); classification needs two or more"
+            f"{name}: target has a single class ({str(y.iloc[0])!r}); classification needs two or more"
         )
 
 
@@ -212,13 +234,28 @@ def load_frame(cfg: DataConfig) -> tuple[pd.DataFrame, pd.Series]:
     return x, y
 
 
-def check(cfg: DataConfig) -> None:
-    """Raise :class:`UserError` if the data cannot be loaded as configured. A cached split of the same data
-    was loaded (its key holds the data's bytes); it is not read here: load_task reads it, or prepares the
-    split again if it cannot."""
+class Sizes(NamedTuple):
+    """What the limits of a study are computed from: its training rows, features and classes."""
+
+    train_rows: int
+    features: int
+    classes: int
+
+
+def check(cfg: DataConfig) -> Sizes:
+    """Raise :class:`UserError` if the data cannot be loaded and split as configured; else its sizes. The
+    split is prepared here (and cached, for load_task to read) unless a cached split of the same data is
+    found (its key holds the data's bytes): then only its sizes are read."""
     path = _cache_path(cfg)
-    if path is None or not path.is_file():
-        load_frame(cfg)
+    if path is not None and path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                return Sizes(*map(int, stored["sizes"]))
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            pass  # unreadable: prepared again below
+    arrays = _prepare(cfg)
+    _store(cfg, arrays)
+    return Sizes(*map(int, arrays["sizes"]))
 
 
 def load_task(cfg: DataConfig, device: torch.device | str = "cpu") -> Task:
@@ -249,12 +286,29 @@ def _prepare(cfg: DataConfig) -> dict[str, np.ndarray]:
     _split_sizes_ok(cfg.name, len(x), len(classes), cfg)
     features = x.to_numpy(dtype=np.float64)
     idx = np.arange(len(features))
-    rest, test = train_test_split(idx, test_size=cfg.test_size, random_state=cfg.split_seed, stratify=codes)
-    train, val = train_test_split(
-        rest, test_size=cfg.val_size / (1 - cfg.test_size), random_state=cfg.split_seed, stratify=codes[rest]
-    )
+    try:
+        rest, test = train_test_split(
+            idx, test_size=cfg.test_size, random_state=cfg.split_seed, stratify=codes
+        )
+        train, val = train_test_split(
+            rest,
+            test_size=cfg.val_size / (1 - cfg.test_size),
+            random_state=cfg.split_seed,
+            stratify=codes[rest],
+        )
+    except ValueError as exc:  # a class with too few rows to appear in all three parts
+        counts = np.bincount(codes)
+        why = "" if counts.min() < 3 else f" ({str(exc).splitlines()[0]})"
+        raise UserError(
+            f"{cfg.name}: cannot split {len(idx)} rows stratified with test_size={cfg.test_size} and "
+            f"val_size={cfg.val_size}: class {str(classes[counts.argmin()])!r} has {counts.min()} row(s), "
+            f"too few to appear in the training, validation and test rows{why}"
+        ) from None
     scaler = StandardScaler().fit(features[train])
-    arrays = {"classes": np.array([str(c) for c in classes])}
+    arrays = {
+        "classes": np.array([str(c) for c in classes]),
+        "sizes": np.array([len(train), features.shape[1], len(classes)], dtype=np.int64),
+    }
     for part, rows in (("train", train), ("val", val), ("test", test)):
         arrays[f"x_{part}"] = scaler.transform(features[rows]).astype(np.float32)
         arrays[f"y_{part}"] = codes[rows].astype(np.int64)

@@ -3,6 +3,7 @@ output size taken from the task (one logit for two classes, one per class otherw
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -39,13 +40,26 @@ def output_size(n_classes: int) -> int:
     return 1 if n_classes == 2 else n_classes
 
 
-def build_mlp(n_features: int, n_classes: int, cfg: ModelConfig) -> nn.Sequential:
+def check(cfg: ModelConfig, where: str = "") -> None:
+    """Raise :class:`UserError` for a model that cannot be built; ``where`` prefixes the field names
+    (``model.`` in a study)."""
     if cfg.activation not in ACTIVATIONS:
-        raise UserError(f"unknown activation {cfg.activation!r}; choose one of: {', '.join(ACTIVATIONS)}")
+        choices = ", ".join(ACTIVATIONS)
+        raise UserError(f"{where}activation: unknown activation {cfg.activation!r}; choose one of: {choices}")
     if not 0.0 <= cfg.dropout < 1.0:
-        raise UserError(f"0 <= dropout < 1 must hold, but got (dropout={cfg.dropout})")
+        raise UserError(f"{where}dropout: 0 <= dropout < 1 must hold, but got (dropout={cfg.dropout})")
     if any(h < 1 for h in cfg.hidden):
-        raise UserError(f"hidden sizes must be positive, but got {list(cfg.hidden)}")
+        raise UserError(f"{where}hidden: every size must be at least 1, but got {list(cfg.hidden)}")
+
+
+def parameters(n_features: int, n_classes: int, cfg: ModelConfig) -> int:
+    """The number of weights and biases of the MLP :func:`build_mlp` builds."""
+    widths = [n_features, *cfg.hidden, output_size(n_classes)]
+    return sum((a + 1) * b for a, b in itertools.pairwise(widths))
+
+
+def build_mlp(n_features: int, n_classes: int, cfg: ModelConfig) -> nn.Sequential:
+    check(cfg)
     layers: list[nn.Module] = []
     width = n_features
     for size in cfg.hidden:

@@ -252,7 +252,7 @@ def test_a_tracking_server_that_stops_answering_during_an_export_is_one_line(
     listens on its port past the check) ends an export in one line, not in MLflow's traceback."""
     from bench.cli import study
 
-    monkeypatch.setattr(study, "check_given", lambda args: None)  # as if the server had answered it
+    monkeypatch.setattr(study, "check_given", lambda *a, **k: None)  # as if the server had answered it
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     url = f"http://127.0.0.1:{free_port()}"
     assert main(["export", str(SMOKE), "--output", str(smoke_run), "--tracking-uri", url]) == 2
@@ -320,3 +320,4 @@ def test_a_stop_signal_is_a_ctrl_c_within_the_block_and_restored_after(sig: sign
     assert got == [sig] and exit_status(got) == 128 + sig
     assert signal.getsignal(sig) is before
     assert exit_status([]) == 130
+

@@ -50,12 +50,14 @@ def test_ui_prints_the_address_of_the_study_runs_once_the_server_answers(
         "h.HTTPServer(('127.0.0.1', int(sys.argv[1])), h.BaseHTTPRequestHandler).handle_request()"
     )
     started: list[list[str]] = []
+    envs: list[dict[str, str]] = []
     real_popen = sp.Popen
 
     def popen(cmd: list[str], **kwargs: Any) -> Any:
         if cmd[1:2] != ["server"]:  # not the UI's (MLflow runs git, say)
             return real_popen(cmd, **kwargs)
         started.append(cmd)
+        envs.append(kwargs["env"])
         time.sleep(1)  # still starting: the command waits for it
         return real_popen([sys.executable, "-c", one_request, str(port)], **kwargs)
 
@@ -65,7 +67,9 @@ def test_ui_prints_the_address_of_the_study_runs_once_the_server_answers(
     out = capsys.readouterr().out
     assert f"http://127.0.0.1:{port}/#/experiments/1?workflowType=machine_learning" in out
     cmd = started[0]
-    assert cmd[1:3] == ["server", "--backend-store-uri"] and cmd[3] == f"sqlite:///{smoke_run / 'mlflow.db'}"
+    # The store by the environment (a password in it would show in `ps`), not the command line.
+    assert cmd[1] == "server" and "--backend-store-uri" not in cmd
+    assert envs[0]["MLFLOW_BACKEND_STORE_URI"] == f"sqlite:///{smoke_run / 'mlflow.db'}"
     assert cmd[cmd.index("--host") + 1] == "127.0.0.1" and cmd[cmd.index("--workers") + 1] == "1"
 
 

@@ -36,6 +36,21 @@ def parse_sets(items: Sequence[str] | None) -> dict[str, Any]:
     return out
 
 
+def _label_map(text: str) -> dict[str, int]:
+    """--label-map: a JSON object from target values to class numbers."""
+    try:
+        mapping = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"--label-map is not valid JSON ({exc}): {text!r}") from None
+    if not isinstance(mapping, dict) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in mapping.values()
+    ):
+        raise UserError(
+            f'--label-map must map target values to class numbers, e.g. {{"M": 1, "B": 0}}, got {text!r}'
+        )
+    return mapping
+
+
 # --- commands -----------------------------------------------------------------------------------------
 
 
@@ -54,8 +69,11 @@ def cmd_schedules(args: argparse.Namespace) -> int:
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
+    given = parse_sets(args.set)
+    # The study's rule: a schedule torch refuses, or that gives a negative or non-finite LR, is one line.
+    schedules.check(args.name, given, lr=args.lr, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch)
     lrs, resolved = schedules.preview(
-        args.name, parse_sets(args.set), lr=args.lr, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch
+        args.name, given, lr=args.lr, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch
     )
     rows = [(step, step // args.steps_per_epoch, lr) for step, lr in enumerate(lrs)]
     if args.format == "csv":
@@ -87,7 +105,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         csv=args.csv,
         target=args.target,
         drop=tuple(args.drop or ()),
-        label_map=json.loads(args.label_map) if args.label_map else None,
+        label_map=_label_map(args.label_map) if args.label_map else None,
     )
     cfg = TrainConfig(
         scheduler=args.scheduler,
@@ -102,6 +120,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     cfg.check()
     task = load_task(data_cfg, resolve_device(args.device))
+    steps = math.ceil(len(task.y_train) / cfg.batch_size)
+    schedules.check(cfg.scheduler, cfg.scheduler_args, lr=cfg.lr, epochs=cfg.epochs, steps_per_epoch=steps)
     result = train(task, cfg)
     summary = result.summary()
     if args.json:

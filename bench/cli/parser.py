@@ -11,7 +11,7 @@ from typing import NoReturn
 from bench.cli import commands, study, ui
 from bench.errors import UserError
 from bench.tracking.server import stopped_answering
-from bench.uris import is_tracking_server
+from bench.uris import is_tracking_server, scrub
 
 
 class _Parser(argparse.ArgumentParser):
@@ -19,6 +19,16 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is a whole number from 1 to 65535, got {text!r}")
+    return port
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", metavar="STUDY.yaml", help="open this study's experiment")
     p.add_argument("--tracking-uri", metavar="URI")
     p.add_argument("--output", metavar="DIR")
-    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--port", type=_port, default=5000)
     p.add_argument(
         "--workers",
         type=int,
@@ -117,7 +127,9 @@ def run(argv: Sequence[str] | None = None) -> int:
         _positive(args)
         return func(args)
     except UserError as exc:
-        print(f"lrbench: error: {exc}", file=sys.stderr)
+        # Every message has its URLs masked (bench.uris.shown); a driver's own words quoting one too.
+        secret_bearing = (getattr(args, "storage", None), getattr(args, "tracking_uri", None))
+        print(f"lrbench: error: {scrub(str(exc), *secret_bearing)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("lrbench: interrupted", file=sys.stderr)

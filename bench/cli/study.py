@@ -12,7 +12,8 @@ from pathlib import Path
 from bench.cli import startup
 from bench.cli.signals import exit_status, stop_as_ctrl_c
 from bench.cli.stores import check_given
-from bench.config import Locations, StudyConfig, load
+from bench.config import Locations, StudyConfig, check_runnable, load_sized
+from bench.data import Sizes
 from bench.errors import TrackingServerDown, UserError
 from bench.report import figures
 from bench.stored import StoredStudy
@@ -22,18 +23,25 @@ from bench.uris import shown
 
 
 def study_locations(args: argparse.Namespace) -> tuple[StudyConfig, Locations]:
-    cfg = load(args.study)
+    return _study_locations(args)[:2]
+
+
+def _study_locations(args: argparse.Namespace) -> tuple[StudyConfig, Locations, Sizes]:
+    cfg, sizes = load_sized(args.study)
     loc = Locations.resolve(
         cfg, args.output, getattr(args, "storage", None), getattr(args, "tracking_uri", None)
     )
-    return cfg, loc
+    return cfg, loc, sizes
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    cfg, loc = study_locations(args)
     if args.n_trials is not None and args.n_trials < 1:
         raise UserError(f"--n-trials must be at least 1, got {args.n_trials}")
-    check_given(args)
+    cfg, loc, sizes = _study_locations(args)
+    # Everything is checked before the first file or run exists: where the study goes, then what it trains
+    # (which imports torch).
+    check_given(args, cfg, loc)
+    check_runnable(cfg, sizes, args.n_trials)
     print(
         f"study {cfg.name}: storage {shown(loc.storage)}, tracking {shown(loc.tracking_uri)}", file=sys.stderr
     )
@@ -80,7 +88,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     cfg, loc = study_locations(args)
-    check_given(args)
+    check_given(args, cfg, loc, existing=True)
     print("\n\n".join(filter(None, publish(cfg, loc))))
     return 0
 

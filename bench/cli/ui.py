@@ -8,7 +8,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from bench.cli.signals import stop_as_ctrl_c
-from bench.cli.stores import check_tracking_server
+from bench.cli.stores import check_folder, check_tracking
 from bench.cli.study import study_locations
 from bench.errors import UserError
 from bench.uris import is_tracking_server, shown
@@ -21,18 +21,20 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from bench.tracking.client import experiment_id
     from bench.tracking.local_server import LocalServer, port_in_use
 
+    if args.workers < 1:
+        raise UserError(f"--workers must be at least 1, got {args.workers}")
     if args.study:
         cfg, loc = study_locations(args)  # the study's own store, or the --tracking-uri given
         uri, name = loc.tracking_uri, cfg.name
+        if not args.tracking_uri:  # the study's own store, which mlflow server writes in
+            check_folder("--output" if args.output else "output", loc.root)
     elif args.tracking_uri:
         uri, name = args.tracking_uri, None
     else:
         raise UserError("give --study STUDY.yaml or --tracking-uri URI")
-    if args.workers < 1:
-        raise UserError(f"--workers must be at least 1, got {args.workers}")
+    # The store must be there: MLflow would make an empty one (a study's, under the output) to show.
+    check_tracking(uri, given=bool(args.tracking_uri))
     server = is_tracking_server(uri)
-    if server:
-        check_tracking_server(uri)
     exp = experiment_id(uri, name) if name else None
     page = f"#/experiments/{exp}?workflowType=machine_learning" if exp else ""
     if server:  # a tracking server serves the UI itself: nothing to start

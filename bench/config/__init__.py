@@ -1,8 +1,10 @@
-"""Study definitions: the schema (:mod:`.schema`), reading and checking a YAML file (:mod:`.load`), and
-where a study's results go (:mod:`.locations`)."""
+"""Study definitions: the schema (:mod:`.schema`), reading and checking a YAML file (:mod:`.reading`,
+:mod:`.rules`, :mod:`.yamlsafe`), what a study will train checked before it does (:mod:`.runnable`,
+:mod:`.limits`), and where a study's results go (:mod:`.locations`)."""
 
 from bench.config.locations import Locations
-from bench.config.reading import load, parse
+from bench.config.reading import load, load_sized, parse
+from bench.config.runnable import check_runnable
 from bench.config.schema import (
     METRICS,
     PRUNERS,
@@ -28,6 +30,8 @@ __all__ = [
     "SearchSection",
     "StudyConfig",
     "TrainingSection",
+    "check_runnable",
     "load",
+    "load_sized",
     "parse",
 ]

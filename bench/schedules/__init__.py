@@ -14,7 +14,7 @@ parameters alone.
 """
 
 from bench.schedules.families import LR_LAMBDAS, LR_MULTIPLIERS, SCHEDULES, get
-from bench.schedules.preview import Curve, curve, preview, step_scheduler
+from bench.schedules.preview import Curve, check, curve, preview, step_scheduler, verify
 from bench.schedules.registry import Arg, Derived, Family, Horizon, Range, Shape, coerce
 
 __all__ = [
@@ -28,9 +28,11 @@ __all__ = [
     "Horizon",
     "Range",
     "Shape",
+    "check",
     "coerce",
     "curve",
     "get",
     "preview",
     "step_scheduler",
+    "verify",
 ]

@@ -131,7 +131,11 @@ def _warmup(fraction: int, start_factor: float, unit: str) -> dict[str, Arg]:
     """The LinearLR warmup arguments the warmup compositions share: 1/fraction of the run by default."""
     return {
         "warmup_iters": Arg(
-            int, Derived(lambda h, a: max(1, h.n // fraction), f"{unit} // {fraction}"), low=1, high=_fifth
+            int,
+            Derived(lambda h, a: max(1, h.n // fraction), f"{unit} // {fraction}"),
+            low=1,
+            high=_fifth,
+            at_least=1,
         ),
         "warmup_start_factor": Arg(float, start_factor, low=0.01, high=0.5, log=True),
     }
@@ -150,7 +154,9 @@ _FAMILIES: list[Family] = [
         "StepLR",
         _torch("StepLR"),
         {
-            "step_size": Arg(int, Derived(lambda h, a: max(1, h.n // 3), "epochs // 3"), low=1, high=_half),
+            "step_size": Arg(
+                int, Derived(lambda h, a: max(1, h.n // 3), "epochs // 3"), low=1, high=_half, at_least=1
+            ),
             "gamma": Arg(float, 0.1, low=0.05, high=0.9, help="decay factor"),
         },
         summary="multiply by gamma every step_size epochs",
@@ -163,6 +169,7 @@ _FAMILIES: list[Family] = [
             "milestones": Arg(
                 list,
                 Derived(lambda h, a: [max(1, h.n // 2), max(2, 3 * h.n // 4)], "[1/2, 3/4 of epochs]"),
+                at_least=1,
             ),
             "gamma": Arg(float, 0.1, low=0.05, high=0.9),
         },
@@ -174,7 +181,7 @@ _FAMILIES: list[Family] = [
         _torch("ConstantLR"),
         {
             "factor": Arg(float, 1.0 / 3.0, low=0.05, high=1.0),
-            "total_iters": Arg(int, 5, low=1, high=_half),
+            "total_iters": Arg(int, 5, low=1, high=_half, at_least=0),
         },
         summary="base LR times factor for total_iters epochs, then the base LR",
         shape=Shape(warmup=lambda a, h: (a["total_iters"], h.lr)),
@@ -186,7 +193,7 @@ _FAMILIES: list[Family] = [
         {
             "start_factor": Arg(float, 1.0 / 3.0, low=0.05, high=1.0),
             "end_factor": Arg(float, 1.0, low=0.0, high=1.0),
-            "total_iters": Arg(int, _run_length("epochs")),
+            "total_iters": Arg(int, _run_length("epochs"), at_least=1),
         },
         summary="factor moves linearly from start_factor to end_factor over total_iters epochs",
         shape=Shape(
@@ -205,7 +212,10 @@ _FAMILIES: list[Family] = [
     Family(
         "PolynomialLR",
         _torch("PolynomialLR"),
-        {"total_iters": Arg(int, _run_length("epochs")), "power": Arg(float, 1.0, low=0.5, high=3.0)},
+        {
+            "total_iters": Arg(int, _run_length("epochs"), at_least=1),
+            "power": Arg(float, 1.0, low=0.5, high=3.0),
+        },
         summary="(1 - t/total_iters)^power decay to zero",
         shape=Shape(final=lambda a, h: 0.0),
         torch_class="PolynomialLR",
@@ -214,8 +224,10 @@ _FAMILIES: list[Family] = [
         "CosineAnnealingLR",
         _torch("CosineAnnealingLR"),
         {
-            "T_max": Arg(int, _run_length("epochs")),
-            "eta_min": Arg(float, 0.0, low=0.0, high=lambda h: 0.1 * h.lr, help="final LR (absolute)"),
+            "T_max": Arg(int, _run_length("epochs"), at_least=1),
+            "eta_min": Arg(
+                float, 0.0, low=0.0, high=lambda h: 0.1 * h.lr, help="final LR (absolute)", at_least=0
+            ),
         },
         summary="half cosine from the base LR to eta_min over T_max epochs",
         shape=Shape(final=lambda a, h: a["eta_min"]),
@@ -225,9 +237,11 @@ _FAMILIES: list[Family] = [
         "CosineAnnealingWarmRestarts",
         _torch("CosineAnnealingWarmRestarts"),
         {
-            "T_0": Arg(int, Derived(lambda h, a: max(1, h.n // 4), "epochs // 4"), low=1, high=_half),
-            "T_mult": Arg(int, 1, low=1, high=3),
-            "eta_min": Arg(float, 0.0),
+            "T_0": Arg(
+                int, Derived(lambda h, a: max(1, h.n // 4), "epochs // 4"), low=1, high=_half, at_least=1
+            ),
+            "T_mult": Arg(int, 1, low=1, high=3, at_least=1),
+            "eta_min": Arg(float, 0.0, at_least=0),
         },
         summary="cosine cycles of T_0, T_0*T_mult, ... epochs (SGDR)",
         shape=Shape(restarts=True),
@@ -250,6 +264,7 @@ _FAMILIES: list[Family] = [
                 Derived(lambda h, a: max(1, h.n // 8), "steps // 8"),
                 low=lambda h: h.steps_per_epoch,
                 high=_half,
+                at_least=1,
             ),
             "mode": Arg(str, "triangular", choices=("triangular", "triangular2", "exp_range")),
             "gamma": Arg(float, 1.0),
@@ -265,7 +280,7 @@ _FAMILIES: list[Family] = [
         _torch("OneCycleLR"),
         {
             "max_lr": Arg(float, Derived(lambda h, a: h.lr, "the base LR (the peak)")),
-            "total_steps": Arg(int, _run_length("epochs * steps per epoch")),
+            "total_steps": Arg(int, _run_length("epochs * steps per epoch"), at_least=1),
             "pct_start": Arg(float, 0.3, low=0.1, high=0.5),
             "anneal_strategy": Arg(str, "cos", choices=("cos", "linear")),
             "div_factor": Arg(float, 25.0, low=5.0, high=100.0, log=True),
@@ -284,10 +299,10 @@ _FAMILIES: list[Family] = [
         _plateau,
         {
             "factor": Arg(float, 0.1, low=0.1, high=0.7),
-            "patience": Arg(int, 10, low=1, high=10),
-            "threshold": Arg(float, 1e-4),
-            "cooldown": Arg(int, 0),
-            "min_lr": Arg(float, 0.0),
+            "patience": Arg(int, 10, low=1, high=10, at_least=0),
+            "threshold": Arg(float, 1e-4, at_least=0),
+            "cooldown": Arg(int, 0, at_least=0),
+            "min_lr": Arg(float, 0.0, at_least=0),
         },
         needs_metric=True,
         summary="multiply by factor when the validation loss stalls for patience epochs",
@@ -310,8 +325,10 @@ _FAMILIES: list[Family] = [
         _warmup_cosine,
         {
             **_warmup(20, 0.01, "steps"),
-            "T_max": Arg(int, Derived(lambda h, a: max(1, h.n - a["warmup_iters"]), "steps - warmup_iters")),
-            "eta_min": Arg(float, 0.0),
+            "T_max": Arg(
+                int, Derived(lambda h, a: max(1, h.n - a["warmup_iters"]), "steps - warmup_iters"), at_least=1
+            ),
+            "eta_min": Arg(float, 0.0, at_least=0),
         },
         per_step=True,
         summary="SequentialLR: LinearLR warmup, then CosineAnnealingLR; stepped every optimizer step",
@@ -327,6 +344,7 @@ _FAMILIES: list[Family] = [
                 Derived(lambda h, a: max(1, h.n // 5), "steps // 5"),
                 low=lambda h: max(1, h.n // 10),
                 high=_half,
+                at_least=1,
             ),
             "end_factor": Arg(float, 0.0, low=0.0, high=0.1),
         },

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from bench.errors import UserError
 from bench.schedules.families import get, sched
-from bench.schedules.registry import Args, Family, Value
+from bench.schedules.registry import Args, Family, Horizon, Value
 
 if TYPE_CHECKING:
     from torch.optim.lr_scheduler import LRScheduler as Scheduler
@@ -77,3 +80,43 @@ def preview(
     """The LR used at each optimizer step of a run, without training, and the resolved arguments."""
     c = curve(name, given, lr=lr, epochs=epochs, steps_per_epoch=steps_per_epoch, val_losses=val_losses)
     return c.lrs, c.args
+
+
+def verify(family: Family, args: Args, horizon: Horizon) -> None:
+    """Step the schedule built from resolved ``args`` through the whole run, as a training loop steps it
+    (ReduceLROnPlateau on a flat loss, which takes every reduction it can): an LR that is negative or not
+    finite at any step, or torch raising at any step (a StepLR of step_size 0, a OneCycleLR shorter than
+    the run), is one line. Only the scheduler is stepped: a few microseconds a step."""
+    import torch
+
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=horizon.lr)
+    shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v!r}" for k, v in args.items())
+    unit = "step" if family.per_step else "epoch"
+    group = optimizer.param_groups[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's notice that the optimizer was never stepped
+        scheduler = family.build(optimizer, args, horizon)
+        for i in range(horizon.n):
+            lr = group["lr"]
+            if not (math.isfinite(lr) and lr >= 0):
+                raise UserError(
+                    f"{family.name}({shown}) gives the LR {lr:.4g} at {unit} {i} of {horizon.n} "
+                    f"(base LR {horizon.lr:g}); an LR must be finite and >= 0"
+                )
+            try:
+                step_scheduler(scheduler, family, 1.0)
+            except (ValueError, TypeError, KeyError, IndexError, ArithmeticError) as exc:
+                raise UserError(
+                    f"{family.name}({shown}) rejected by torch at {unit} {i + 1} of {horizon.n}: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from None
+
+
+def check(name: str, given: Args, *, lr: float, epochs: int, steps_per_epoch: int = 1) -> dict[str, Value]:
+    """The arguments a schedule of a run is built with (given ones checked, the rest defaulted or derived),
+    once :func:`verify` has stepped it through the run."""
+    family = get(name)
+    horizon = family.horizon(epochs, steps_per_epoch, lr)
+    args = family.resolve(given, horizon)
+    verify(family, args, horizon)
+    return args

@@ -5,6 +5,7 @@ The entries themselves are in :mod:`bench.schedules.families`; this module is th
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -54,7 +55,9 @@ class Arg:
     one) and the range a study searches it in.
 
     ``in_search``: the value a study uses where it does not search the argument, when lrbench prefers
-    another than the default for a fair comparison (such as keeping momentum fixed)."""
+    another than the default for a fair comparison (such as keeping momentum fixed).
+    ``at_least``: the smallest value that makes a schedule (each value, for a list), where torch accepts
+    smaller ones and gives a curve that is no schedule (a cosine over -5 steps, a warmup of -3)."""
 
     kind: type
     default: Value | Derived
@@ -64,6 +67,7 @@ class Arg:
     choices: tuple[Value, ...] | None = None
     help: str = ""
     in_search: Value = _UNSET
+    at_least: float | None = None
 
     @property
     def derived(self) -> bool:
@@ -154,7 +158,7 @@ class Family:
         """Build the torch scheduler from resolved arguments; torch's own checks become one-line errors."""
         try:
             return self.build_fn(optimizer, dict(args), horizon)
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, ArithmeticError) as exc:
             shown = ", ".join(f"{k}={v!r}" for k, v in args.items())
             raise UserError(f"{self.name}({shown}) rejected by torch: {exc}") from None
 
@@ -202,10 +206,14 @@ def coerce(family: str, name: str, arg: Arg, value: Value) -> Value:
         ):
             raise fail("a list of integers such as [10, 20]")
         out = [int(v) for v in value]
+        if any(b <= a for a, b in itertools.pairwise(out)):
+            raise fail("in increasing order, each value once")
     else:
         if not isinstance(value, str):
             raise fail("a string")
         out = value
     if arg.choices is not None and out not in arg.choices:
         raise fail("one of " + ", ".join(map(str, arg.choices)))
+    if arg.at_least is not None and any(v < arg.at_least for v in (out if isinstance(out, list) else [out])):
+        raise fail(f"at least {arg.at_least:g}" + (" (each value)" if isinstance(out, list) else ""))
     return out

@@ -51,16 +51,11 @@ class LocalServer:
             or shutil.which("mlflow")
             or "mlflow"
         )
-        self.argv = [
-            mlflow,
-            "server",
-            "--backend-store-uri",
-            store_uri,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-        ]
+        self.argv = [mlflow, "server", "--host", "127.0.0.1", "--port", str(self.port)]
+        # The store goes by the environment, never the command line, where `ps` shows it (a password in it)
+        # to every user of the machine: `mlflow server` reads it from there, and hands it to its workers and
+        # job runners the same way.
+        self.env = {"MLFLOW_BACKEND_STORE_URI": store_uri}
         if workers is not None:
             self.argv += ["--workers", str(workers)]
         if artifacts is not None:
@@ -70,7 +65,8 @@ class LocalServer:
 
     def start(self) -> None:
         out = subprocess.DEVNULL if self.quiet else None
-        self.process = subprocess.Popen(self.argv, stdout=out, stderr=out, start_new_session=True)
+        env = {**os.environ, **self.env}
+        self.process = subprocess.Popen(self.argv, stdout=out, stderr=out, start_new_session=True, env=env)
 
     def wait_until_answering(self, timeout: float | None = None) -> bool:
         """Wait until the server answers HTTP (MLflow's server takes 10 to 20 s to start here); False if it

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from bench import schedules
 from bench.errors import UserError
 from bench.model import ModelConfig
+from bench.model import check as check_model
 from bench.train.optimizers import OPTIMIZERS
 
 if TYPE_CHECKING:
@@ -40,7 +41,15 @@ class TrainConfig:
             raise UserError(f"epochs >= 1 must hold, but got (epochs={self.epochs})")
         if self.batch_size < 1:
             raise UserError(f"batch_size >= 1 must hold, but got (batch_size={self.batch_size})")
-        schedules.get(self.scheduler)
+        if not 0 <= self.momentum < 1:
+            raise UserError(f"0 <= momentum < 1 must hold, but got (momentum={self.momentum})")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise UserError(f"weight_decay >= 0 must hold, but got (weight_decay={self.weight_decay})")
+        check_model(self.model)
+        # The given arguments' names and values, before any data is loaded (the run's length, which the
+        # schedule is stepped through, is known once it is: bench.schedules.check).
+        family = schedules.get(self.scheduler)
+        family.resolve(self.scheduler_args, family.horizon(self.epochs, 1, self.lr))
 
 
 @dataclass(frozen=True)
