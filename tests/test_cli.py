@@ -321,3 +321,16 @@ def test_a_stop_signal_is_a_ctrl_c_within_the_block_and_restored_after(sig: sign
     assert signal.getsignal(sig) is before
     assert exit_status([]) == 130
 
+
+def test_a_stop_signal_after_the_first_is_noted_and_ignored() -> None:
+    """The stop the first signal asked for is under way: a second (a scheduler's SIGTERM again, a terminal's
+    SIGHUP) must not cut short the telling of finished trials."""
+    from bench.cli.signals import exit_status, stop_as_ctrl_c
+
+    with stop_as_ctrl_c() as got:
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        os.kill(os.getpid(), signal.SIGHUP)
+        time.sleep(0.1)  # delivered here, and nothing raised
+    assert got == [signal.SIGTERM, signal.SIGHUP] and exit_status(got) == 128 + signal.SIGTERM

@@ -22,7 +22,7 @@ def test_workers_that_open_a_study_together_draw_different_points(tmp_path: Path
     cfg = config.load(SMOKE)
 
     def first_point(opened: OpenedStudy) -> tuple[str, float]:
-        (trial,) = opened.ask(1)
+        (trial,) = opened.ask(1, {})
         spec = sample(trial, cfg, 6)
         return spec.scheduler, spec.lr
 

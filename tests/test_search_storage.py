@@ -11,6 +11,7 @@ from typing import Any
 import optuna
 import pytest
 
+from bench.errors import UserError
 from bench.search import open_storage
 from bench.search.storage import JournalFile
 
@@ -175,3 +176,61 @@ def test_a_storage_whose_tables_another_worker_is_creating_is_opened_on_a_later_
     with pytest.raises(sqlalchemy.exc.IntegrityError):
         storage_module._rdb_storage("always", attempts=4)
     assert len(tries) == 4
+
+
+def _journal_of_three_trials(path: Path) -> None:
+    study = optuna.create_study(study_name="j", storage=open_storage(str(path)))
+    for x in range(3):
+        study.tell(study.ask(), float(x))
+
+
+def test_a_torn_last_record_is_cut_off_and_kept_before_anything_is_appended(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A crash in mid-write leaves a record without its newline: without the repair, the next record is
+    glued to it and the file unreadable from there on."""
+    path = tmp_path / "optuna.journal"
+    _journal_of_three_trials(path)
+    whole = path.read_bytes()
+    torn = b'{"op_code":4,"worker_id":"w","trial_id":'
+    path.write_bytes(whole + torn)
+    study = optuna.load_study(study_name="j", storage=open_storage(str(path)))
+    err = capsys.readouterr().err
+    [kept] = tmp_path.glob("optuna.journal.torn-*")
+    assert kept.read_bytes() == torn and path.read_bytes() == whole
+    assert err.count("\n") == 1 and f"its {len(torn)} bytes are kept in {kept.name}" in err
+    study.tell(study.ask(), 3.0)  # appended after the whole records
+    again = optuna.load_study(study_name="j", storage=open_storage(str(path)))
+    assert [t.value for t in again.trials] == [0.0, 1.0, 2.0, 3.0]  # no finished trial lost
+
+
+def test_a_record_that_is_no_json_is_named_and_the_file_left_as_it_is(tmp_path: Path) -> None:
+    path = tmp_path / "optuna.journal"
+    _journal_of_three_trials(path)
+    lines = path.read_bytes().split(b"\n")
+    lines[3] = lines[3][: len(lines[3]) // 2]  # damage inside the file, not at its end
+    damaged = b"\n".join(lines)
+    path.write_bytes(damaged)
+    with pytest.raises(UserError, match=rf"^{path}, line 4: no journal record \(.*\); the file is left"):
+        open_storage(str(path))
+    assert path.read_bytes() == damaged and list(tmp_path.iterdir()) == [path]
+
+
+def test_a_lock_left_by_a_killed_process_holds_the_next_one_seconds_not_thirty(tmp_path: Path) -> None:
+    """Optuna's lock link, left behind by a process killed in mid-write, is broken after three seconds: the
+    kernel lock taken with it died with its holder, so no live lrbench process holds the link."""
+    import time
+
+    path = tmp_path / "optuna.journal"
+    _journal_of_three_trials(path)
+    script = (
+        "import os, sys; sys.path.insert(0, sys.argv[2]); from bench.search.storage import DyingLock; "
+        "DyingLock(sys.argv[1]).acquire(); os._exit(0)"  # dies holding both locks
+    )
+    subprocess.run([sys.executable, "-c", script, str(path), str(ROOT)], check=True)
+    assert Path(f"{path}.lock").is_symlink()  # what the dead process left
+    started = time.monotonic()
+    study = optuna.load_study(study_name="j", storage=open_storage(str(path)))
+    study.tell(study.ask(), 3.0)
+    assert time.monotonic() - started < 10  # Optuna's own grace is 30 s
+    assert not Path(f"{path}.lock").exists()

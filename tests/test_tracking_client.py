@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.tracking.client import Tracker
+from bench.tracking.client import Tracker, now_ms
+from bench.tracking.names import ORPHAN_TAG
 
 
 @pytest.mark.slow
@@ -34,35 +35,47 @@ def test_workers_that_start_together_share_a_new_local_store(tmp_path: Path) -> 
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["mlflow.db"]  # no lock file left
 
 
-def test_only_runs_of_trials_known_to_have_ended_are_closed(tmp_path: Path) -> None:
-    """A worker opening a study closes the runs that a dead process left RUNNING, as its snapshot of the
-    study's trials says; a run of a trial asked since (by a live worker) or owned by another run is left
-    alone (another worker's run was KILLED when its trial was asked just after the snapshot), and so are
-    the runs of another study of the same name (another storage) that shares the experiment, and those of
-    another Optuna study of the same study (a family's own, numbered from 0 too)."""
+def test_runs_are_made_to_agree_with_their_trials(tmp_path: Path) -> None:
+    """A worker opening a study makes the runs agree with its snapshot of the study's trials: a run a dead
+    process left RUNNING is closed as its trial ended; a run of a trial that died (FAIL) is KILLED, also one
+    MLflow had finished; a run that is not its trial's, or of a trial the storage no longer has, is KILLED
+    and tagged as an orphan. A live worker's run is left alone (its trial RUNNING, or asked since the
+    snapshot: a number unknown and a run made less than a minute before), and so are the runs of another
+    study of the same name (another storage) that shares the experiment, and those of another Optuna study
+    of the same study (a family's own, numbered from 0 too)."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     other = Tracker(uri, "orphans")  # the same study name in another output dir: its trial 0 is running
     other.open_parent("orphans", None, {}, "theirs")
     [theirs] = other.start_trials([("orphans", 0, "StepLR")])
     tracker = Tracker(uri, "orphans")
     tracker.open_parent("orphans", None, {}, "ours")
-    ids = tracker.start_trials([("orphans", n, "StepLR") for n in range(5)])
+    ids = tracker.start_trials([("orphans", n, "StepLR") for n in range(6)])
     [family_run] = tracker.start_trials([("orphans/StepLR", 0, "StepLR")])
+    tracker.close_run(ids[5], "COMPLETE")  # its writes made, then the process died before its tell
     snapshot = {
         "0": ("FAIL", None, "worker process died (killed?)"),  # died before its tell
         "1": ("COMPLETE", ids[1], None),  # told; its writes not yet made
         "2": ("RUNNING", ids[2], None),  # a live worker's
         # "3": asked by a live worker after the snapshot was taken
         "4": ("COMPLETE", "another-run", None),
+        "5": ("FAIL", ids[5], "worker process died (killed?)"),
     }
-    assert tracker.close_orphans("ours", "orphans", snapshot) == 2
+    assert tracker.close_orphans("ours", "orphans", snapshot, now_ms()) == 4
     assert tracker.client.get_run(family_run).info.status == "RUNNING"
     runs = {n: tracker.client.get_run(run_id) for n, run_id in enumerate(ids)}
-    assert [runs[n].info.status for n in range(5)] == ["KILLED", "FINISHED", "RUNNING", "RUNNING", "RUNNING"]
+    statuses = ["KILLED", "FINISHED", "RUNNING", "RUNNING", "KILLED", "KILLED"]
+    assert [runs[n].info.status for n in range(6)] == statuses
     assert runs[0].data.tags["failure"] == "worker process died (killed?)"
     assert runs[1].data.tags["state"] == "COMPLETE"
+    assert runs[4].data.tags[ORPHAN_TAG] == "trial 4 is run another-run"
+    assert runs[5].data.tags["state"] == "KILLED"
     assert tracker.client.get_run(theirs).info.status == "RUNNING"
     assert tracker.client.get_run(str(tracker.parent_id)).info.status == "RUNNING"  # not a trial run
+    # Two minutes on, the run of trial 3, which the storage still has not, is an orphan (a journal restored
+    # from an older copy): KILLED and tagged, as the others are not twice.
+    assert tracker.close_orphans("ours", "orphans", snapshot, now_ms() + 120_000) == 1
+    run = tracker.client.get_run(ids[3])
+    assert (run.info.status, run.data.tags[ORPHAN_TAG]) == ("KILLED", "the study's storage has no trial 3")
     tracker.close()
 
 

@@ -54,7 +54,7 @@ def test_a_spooled_trial_is_replayed_after_a_kill(tmp_path: Path, breast_cancer:
     Spool(spool).keep(TrialRecord(run_id, "COMPLETE", {"scheduler": "StepLR"}, metric_points(result)))
     writer = Writer(uri, "spool", spool)
     try:
-        assert writer.replay_spool() == 1
+        assert writer.replay_spool({run_id}, set()) == 1
         processes = writer.processes
     finally:
         writer.close()
@@ -96,7 +96,7 @@ def test_replaying_a_trial_mlflow_already_has_adds_no_points(
     (spool / f"{run_id}.json").write_bytes(kept[f"{run_id}.json"])  # as a kill before its removal leaves it
     again = Writer(uri, "twice", spool)
     try:
-        assert again.replay_spool() == 1
+        assert again.replay_spool({run_id}, set()) == 1
     finally:
         again.close()
     sync = Tracker(uri, "twice")

@@ -14,12 +14,15 @@ STOPS = (signal.SIGTERM, signal.SIGHUP)
 @contextlib.contextmanager
 def stop_as_ctrl_c() -> Iterator[list[int]]:
     """Within the block, SIGTERM and SIGHUP raise KeyboardInterrupt in the main thread; the list yielded
-    gets the signals received (empty: none, or a Ctrl-C)."""
+    gets the signals received (empty: none, or a Ctrl-C). Once one has, the next are noted and ignored:
+    the stop they asked for is under way (a scheduler that sends SIGTERM again, or a terminal's SIGHUP after
+    it, would otherwise cut short the telling of finished trials), and SIGKILL is the way to stop at once."""
     got: list[int] = []
 
     def interrupt(sig: int, frame: FrameType | None) -> None:
         got.append(sig)
-        raise KeyboardInterrupt
+        if len(got) == 1:
+            raise KeyboardInterrupt
 
     old = {sig: signal.signal(sig, interrupt) for sig in STOPS}
     try:

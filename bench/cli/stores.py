@@ -11,6 +11,7 @@ from pathlib import Path
 
 from bench.config import Locations, StudyConfig
 from bench.errors import UserError
+from bench.journal import check_records
 from bench.uris import DATABASE_SCHEMES, is_database, is_tracking_server, scheme, shown
 
 # The package that brings each database driver SQLAlchemy imports (SQLAlchemy 2.1 takes psycopg 3 for a
@@ -149,6 +150,7 @@ def _storage(url: str, given: bool, existing: bool) -> None:
         raise UserError(f"storage {url} is a folder; give the journal file's path")
     if existing and not path.is_file():
         raise UserError(f"no study storage at {url}; run `lrbench study` first")
+    check_records(path)  # a damaged record: named now, before anything is created
     if given and not path.parent.is_dir():  # the default's folder is the output, made by the study
         raise UserError(f"storage {url}: its folder {path.parent} does not exist; create it first")
     if given:
@@ -179,7 +181,24 @@ def check_given(args: argparse.Namespace, cfg: StudyConfig, loc: Locations, exis
             raise UserError(f"{path} is a file, not a folder; lrbench keeps a study's results there")
     _storage(loc.storage, bool(getattr(args, "storage", None)), existing)
     _tracking(loc.tracking_uri, bool(getattr(args, "tracking_uri", None)), existing)
+    _both_or_neither(loc)
 
+
+def _both_or_neither(loc: Locations) -> None:
+    """A journal that holds studies beside a local MLflow store that is gone: the runs and curves of its
+    trials are lost with it, and a study run now would make a new store that lacks them. Said as it is."""
+    journal = Path(loc.storage)
+    if "://" in loc.storage or not journal.is_file() or journal.stat().st_size == 0:
+        return
+    if scheme(loc.tracking_uri) != "sqlite":
+        return
+    store = Path(loc.tracking_uri.split(":///", 1)[-1])
+    if not store.exists():
+        raise UserError(
+            f"{journal} holds trials, but the MLflow store beside it, {store}, is missing: their runs and "
+            "curves were there. Put it back, or give another --output (or move the journal away) to start "
+            "anew"
+        )
 
 
 def check_tracking(uri: str, given: bool) -> None:

@@ -7,6 +7,7 @@ import argparse
 import signal
 import sys
 from collections.abc import Callable, Mapping
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from bench.cli import startup
@@ -56,6 +57,13 @@ def cmd_study(args: argparse.Namespace) -> int:
                 summary, ranking = publish(cfg, loc, writer)
         finally:
             writer.close()
+    except BrokenProcessPool:
+        writer.stop()
+        raise UserError(
+            "the study's MLflow writer process died (killed?), and the study stopped. The trials that ended "
+            f"are in the study, and what MLflow did not get of them is kept under {writer.spool.folder}. "
+            "Run the same command again: that is written first, and the study goes on"
+        ) from None
     except TrackingServerDown as exc:
         spooled = len(writer.spool.kept())
         kept = " and in MLflow"

@@ -141,8 +141,15 @@ def run_confirmation(
     total = len(chosen) * cfg.confirm.seeds
     holding = _holding(study)
     held = {cell_key(t.user_attrs[CELL]) for t in holding if CELL in t.user_attrs}
-    if reclaimed:
-        print(f"closed {reclaimed} confirmation run(s) left RUNNING by a process that died", file=sys.stderr)
+    if reclaimed.sent:
+        print(
+            f"sent {reclaimed.sent} confirmation run(s) to MLflow that an earlier run kept", file=sys.stderr
+        )
+    if reclaimed.closed:
+        print(
+            f"closed {reclaimed.closed} confirmation run(s) left RUNNING by a process that died",
+            file=sys.stderr,
+        )
     cells = {(c.family, c.config, i) for c in chosen for i in range(cfg.confirm.seeds)}
     todo_total = total - len(held & cells)
     # The places the confirmation's trials may hold: those held now (cells of an earlier choice, where the

@@ -68,11 +68,12 @@ def _key(trial: optuna.Trial) -> tuple[str, int]:
 def ask_places(opened: OpenedStudy, k: int, target: int, me: str) -> list[optuna.Trial]:
     """k trials of the study, but those past its ``target`` (another worker asked its last trials at the
     same moment: see bench.search.workers.surplus), which are told FAIL at once, never trained."""
-    asked = opened.ask(k)
+    asked = opened.ask(k, {WORKER: me})
     past = surplus(opened.study, asked, target)
     out = []
     for trial in asked:
-        trial.set_user_attr(WORKER, me)
+        if trial.user_attrs.get(WORKER) != me:  # a trial another worker stored (see OpenedStudy.ask)
+            trial.set_user_attr(WORKER, me)
         if trial.number in past:
             trial.set_user_attr(SURPLUS, f"the study had its {target} trials when this one was asked")
             opened.study.tell(trial, state=TrialState.FAIL)  # reports leave it out
@@ -87,18 +88,18 @@ class _Runs:
 
     future: Future[list[str]]
     trials: list[optuna.Trial]
-    named: bool = False  # their ids are on their trials
+    named: int = 0  # the first trials that have their run's id stored
 
     def ids(self, wait: bool) -> list[str] | None:
         """The runs' ids, stored on their trials the first time they are read; None if not yet made and
-        ``wait`` is False."""
+        ``wait`` is False. Interrupted while it stores them (a second Ctrl-C), the next read stores the
+        rest: every trial has its run's id before it is told."""
         if not wait and not self.future.done():
             return None
         ids = self.future.result()
-        if not self.named:
-            self.named = True
-            for trial, run_id in zip(self.trials, ids, strict=True):
-                trial.set_user_attr(RUN_ID, run_id)
+        while self.named < len(ids):
+            self.trials[self.named].set_user_attr(RUN_ID, ids[self.named])
+            self.named += 1
         return ids
 
 

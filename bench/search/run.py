@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 from bench.config import Locations, StudyConfig
 from bench.errors import UserError
 from bench.search.confirm import confirming_elsewhere, run_confirmation, search_is_settled
-from bench.search.opening import open_study
+from bench.search.opening import creator_alive, open_study
 from bench.search.progress import Progress
 from bench.search.round import Round
 from bench.search.storage import flush_journals
@@ -137,14 +137,13 @@ class _Worker:
 
     def run(self) -> Outcome:
         cfg, search = self.cfg, self.search
-        replayed = self.writer.replay_spool()
-        if replayed:
-            print(
-                f"sent {replayed} trial(s) to MLflow that an earlier run kept in its spool", file=sys.stderr
-            )
-        reclaimed = sum(reclaim(p.study, p.storage, self.writer, p.uid) for p in search.parts.values())
-        if reclaimed:
-            print(f"closed {reclaimed} trial(s) left RUNNING by a process that died", file=sys.stderr)
+        reclaimed = [reclaim(p.study, p.storage, self.writer, p.uid) for p in search.parts.values()]
+        sent = sum(r.sent for r in reclaimed)
+        if sent:
+            print(f"sent {sent} trial(s) to MLflow that an earlier run kept in its spool", file=sys.stderr)
+        closed = sum(r.closed for r in reclaimed)
+        if closed:
+            print(f"closed {closed} trial(s) left RUNNING by a process that died", file=sys.stderr)
         self.parent = self._open_parent()
         self.writer.log_parent_artifacts(text={"study.yaml": cfg.to_yaml()})
         batch = population_size(cfg, self.task, self.total)
@@ -202,13 +201,13 @@ class _Worker:
     def _open_parent(self) -> Future[str]:
         """The writer opens the parent run while the first trials are sampled and trained. A worker that did
         not create the study and finds no parent stored on it takes the one another worker made: while no
-        trial has ended, the study's creator may be making it now (workers that start together), so it
-        waits."""
+        trial has ended and the study's creator lives, the creator may be making it now (workers that start
+        together), so it waits."""
         attrs = self.study.user_attrs
         find = None
         if not self.opened.created and attrs.get(PARENT_RUN) is None:
             ended = any(t.state.is_finished() for t in self.search.trials())
-            find = 0.0 if ended else PARENT_WAIT
+            find = 0.0 if ended or not creator_alive(self.study) else PARENT_WAIT
         params = {"n_trials": self.total, "dataset": self.cfg.task.name, "budget": self.cfg.search.budget}
         return self.writer.open_parent(self.cfg.name, attrs.get(PARENT_RUN), params, self.opened.uid, find)
 

@@ -9,8 +9,10 @@ per-epoch reports (``make perf``'s storage table), and it is safe for several pr
 from __future__ import annotations
 
 import atexit
+import fcntl
 import os
 import random
+import sys
 import threading
 import time
 import weakref
@@ -22,6 +24,9 @@ import optuna
 from optuna.storages import JournalStorage
 from optuna.storages.journal import BaseJournalBackend, JournalFileBackend, JournalFileSymlinkLock
 
+from bench.faults import durable_write
+from bench.journal import check_records, whole_records
+
 
 def open_storage(url: str) -> optuna.storages.BaseStorage:
     """A URL (sqlite:///, postgresql://, ...) goes to Optuna's RDB storage; a plain path is a journal file."""
@@ -29,7 +34,9 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         return _rdb_storage(url)
     path = Path(url)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFile(str(path)))
+    journal = JournalFile(str(path))
+    journal.repair()
+    return JournalStorage(journal)
 
 
 def _rdb_storage(url: str, attempts: int = 8) -> optuna.storages.RDBStorage:
@@ -81,13 +88,45 @@ class JournalFile(BaseJournalBackend):
 
     def __init__(self, path: str):
         self._path = path
-        self._lock = JournalFileSymlinkLock(path)  # Optuna's default lock for the file
+        self._lock = DyingLock(path)
         self._file = JournalFileBackend(path, lock_obj=self._lock)
         self._held: list[dict[str, Any]] = []
         self._held_since = 0.0
         self._mutex = threading.Lock()
         self._read_to: tuple[int, int] | None = None  # (logs read, file size) when the last read ended
         _JOURNALS.add(self)  # flushed at exit
+
+    def repair(self) -> None:
+        """Check the file before it is read or appended to, under its lock (no writer is mid-record then).
+
+        A last record cut short (a crash or a full disk in mid-write: Optuna writes each record whole,
+        ending with a newline) would be glued to the next record appended, and the file unreadable from
+        there on: it is cut off before anything is appended, its bytes kept beside the journal, with one
+        line saying so. The process that wrote it died before its write returned, so nothing it did after
+        depends on it. A record that is no JSON anywhere else is damage lrbench cannot mend: a UserError
+        names the line, and the file is left as it is."""
+        if not os.path.exists(self._path):
+            return
+        self._lock.acquire()
+        try:
+            with open(self._path, "rb+") as f:
+                data = f.read()
+                check_records(Path(self._path), data)
+                whole = whole_records(data)
+                if whole == len(data):
+                    return
+                torn = Path(f"{self._path}.torn-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+                torn.write_bytes(data[whole:])
+                f.truncate(whole)
+                f.flush()
+                os.fsync(f.fileno())
+        finally:
+            self._lock.release()
+        print(
+            f"{self._path}: its last record was cut short (a crash in mid-write?); its {len(data) - whole} "
+            f"bytes are kept in {torn.name} and the journal goes on without them",
+            file=sys.stderr,
+        )
 
     def read_logs(self, log_number_from: int) -> Iterable[dict[str, Any]]:
         # Nothing to read when the file has the size it had when the last read ended there (it only grows).
@@ -114,6 +153,7 @@ class JournalFile(BaseJournalBackend):
                 return
             self._file.append_logs(self._held + logs)
             self._held = []  # once written: a write that fails keeps them for the next
+            durable_write()
 
     def flush(self) -> None:
         """Write the intermediate values held in memory now."""
@@ -124,6 +164,50 @@ class JournalFile(BaseJournalBackend):
         if self._held:
             self._file.append_logs(self._held)
             self._held = []
+            durable_write()
 
 
 _JOURNALS: weakref.WeakSet[JournalFile] = weakref.WeakSet()  # this process's open journals
+
+
+class DyingLock(JournalFileSymlinkLock):
+    """Optuna's default lock for a journal file (a symbolic link beside it), taken under a kernel lock on
+    the journal itself (``flock``), which dies with its process.
+
+    A process killed while it holds Optuna's lock (in the milliseconds of a write) leaves the link behind,
+    and Optuna breaks a link only once it has stood 30 s: the next run of the study would wait that long.
+    Between lrbench processes the kernel lock does the locking, and it is released when its holder dies, so
+    a link found while holding it is one a dead process left (or a plain Optuna process's, writing to the
+    journal at the same time, which lrbench does not support): it is broken after three seconds, with
+    Optuna's warning. Plain Optuna processes that write take the link alone, as before."""
+
+    def __init__(self, path: str):
+        super().__init__(path, grace_period=3)  # Optuna's least without a warning
+        self._journal = path
+        self._held: int | None = None
+
+    def acquire(self) -> bool:
+        fd = os.open(self._journal, os.O_RDONLY | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._held = fd
+        try:
+            return super().acquire()
+        except BaseException:
+            self._unlock()
+            raise
+
+    def release(self) -> None:
+        try:
+            super().release()
+        finally:
+            self._unlock()
+
+    def _unlock(self) -> None:
+        fd, self._held = self._held, None
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import os
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 
+from bench.search.telling import FAILURE, RUN_ID
+from bench.tracking.client import now_ms
 from bench.tracking.writer import Writer
 
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -53,26 +56,43 @@ def worker_alive(worker: str | None) -> bool | None:
     return start in ("?", _proc_start(pid))  # a recycled pid is a different process
 
 
-def reclaim(study: optuna.Study, storage: optuna.storages.BaseStorage, writer: Writer, uid: str) -> int:
+@dataclass
+class Reclaimed:
+    closed: int = 0  # trials a dead process left RUNNING, failed
+    sent: int = 0  # finished trials sent to MLflow from the spool
+
+
+def reclaim(study: optuna.Study, storage: optuna.storages.BaseStorage, writer: Writer, uid: str) -> Reclaimed:
     """Close what a killed process left behind: its RUNNING trials become FAIL (trials of live workers are
-    left alone), and the writer then closes the study's (``uid``) MLflow runs still RUNNING to match (in
-    the background)."""
+    left alone), as do the trials it stored and had not yet asked (WAITING; not counted). Then, in the
+    background, the writer sends what the spool kept of the study's finished trials, and closes the
+    study's (``uid``) MLflow runs to match their trials (see Tracker.close_orphans)."""
     closed = 0
     study_id = storage.get_study_id_from_name(study.study_name)
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
         if worker_alive(trial.user_attrs.get(WORKER)) is False:
             # Another process's trial: Optuna's Trial object belongs to the process that asked it, so the
             # attribute goes through the storage's own API.
             trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
             storage.set_trial_user_attr(trial_id, "failure", DIED)
+            if trial.state == TrialState.WAITING:  # stored, not yet asked (see OpenedStudy.ask)
+                storage.set_trial_state_values(trial_id, TrialState.FAIL)
+                continue
             study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
             closed += 1
-    trials = {
-        str(t.number): (t.state.name, t.user_attrs.get("mlflow_run_id"), t.user_attrs.get("failure"))
-        for t in study.get_trials(deepcopy=False)
+    read_at = now_ms()
+    trials = study.get_trials(deepcopy=False)
+    runs = {t.state: set[str]() for t in trials}
+    for t in trials:
+        if RUN_ID in t.user_attrs:
+            runs[t.state].add(t.user_attrs[RUN_ID])
+    finished = runs.get(TrialState.COMPLETE, set()) | runs.get(TrialState.PRUNED, set())
+    sent = writer.replay_spool(send=finished, drop=runs.get(TrialState.FAIL, set()))
+    states = {
+        str(t.number): (t.state.name, t.user_attrs.get(RUN_ID), t.user_attrs.get(FAILURE)) for t in trials
     }
-    writer.close_orphans(uid, study.study_name, trials)
-    return closed
+    writer.close_orphans(uid, study.study_name, states, read_at)
+    return Reclaimed(closed, sent)
 
 
 def counted(study: optuna.Study) -> int:

@@ -25,6 +25,7 @@ from bench.tracking.names import (
     MAX_PARAM_CHARS,
     MAX_PARAMS,
     MAX_TAG_CHARS,
+    ORPHAN_TAG,
     PARENT_RUN_TAG,
     ROLE_TAG,
     RUN_STATUS,
@@ -49,6 +50,9 @@ TrialStates = Mapping[str, tuple[str, str | None, str | None]]
 # A trial run to create: its Optuna study's name (a family's own, or the confirmation's: each numbers its
 # trials from 0), the trial's number and its schedule family.
 RunStart = tuple[str, int, str]
+# A trial run whose trial number the study's storage has not is taken for an orphan only this long after it
+# was made (bench.search.workers.reclaim): until then it may be a live worker's, on a clock that runs late.
+ORPHAN_AFTER_MS = 60_000
 
 
 def _watched(method: Callable[Concatenate[Tracker, P], T]) -> Callable[Concatenate[Tracker, P], T]:
@@ -241,35 +245,56 @@ class Tracker:
         self.client.set_terminated(run_id, status=RUN_STATUS[state])
 
     @_watched
-    def close_orphans(self, uid: str, study: str, trials: TrialStates) -> int:
-        """Close trial runs of the study ``uid`` left RUNNING by a process that died (runs of another study
-        of the same name, which shares the experiment, are left alone). ``trials`` maps each trial number to
-        its Optuna state, MLflow run id and failure, as the study's storage had them when this process
-        opened it. A trial is stored before its run is created, so a run whose trial is not in ``trials``
-        belongs to a worker that asked the trial since: it is left alone, as is one whose trial is still
-        RUNNING (a live worker's) or is owned by another run. A run whose trial died (FAIL) is KILLED; one
-        whose trial finished keeps its state. Only runs of the Optuna study named ``study`` are matched (each
-        of the study's Optuna studies, a family's or the confirmation's, numbers its trials from 0)."""
+    def close_orphans(self, uid: str, study: str, trials: TrialStates, read_at: int) -> int:
+        """Make the trial runs of the study ``uid`` agree with its trials, as the study's storage had them
+        when this process read them (``trials``: each trial number's Optuna state, MLflow run id and
+        failure; ``read_at``: when, in ms). Only runs of the Optuna study named ``study`` are matched (each
+        of the study's Optuna studies, a family's or the confirmation's, numbers its trials from 0); runs
+        of another study of the same name, which shares the experiment, are left alone.
+
+        A run still RUNNING whose trial finished is closed with the trial's state; one whose trial died
+        (FAIL), RUNNING or not, is KILLED: its process died before it told the trial. A run that is not its
+        trial's (the trial names another run) or whose trial the storage no longer has (a journal restored
+        from an older copy) is KILLED and tagged ``lrbench.orphan``, and never counted. A trial is stored
+        before its run is created: a run of a trial number not read may be a live worker's trial asked
+        since, and is only taken for an orphan once it was created a minute before the read (clocks of
+        several hosts disagree). A RUNNING trial's run is a live worker's, and left alone."""
         runs = self.client.search_runs(
             [self.experiment_id],
-            filter_string=(
-                f"attributes.status = 'RUNNING' and tags.`{STUDY_UID_TAG}` = '{uid}' "
-                f"and tags.study = '{study}'"
-            ),
-            max_results=5000,
+            filter_string=f"tags.`{STUDY_UID_TAG}` = '{uid}' and tags.study = '{study}'",
+            max_results=50000,
         )
         closed = 0
         for run in runs:
-            run_id = run.info.run_id
-            known = trials.get(run.data.tags.get("trial_number", ""))
-            if known is None:  # a run of a trial asked since, or the study's parent run (no trial number)
+            run_id, status = run.info.run_id, run.info.status
+            tags = run.data.tags
+            if ORPHAN_TAG in tags or "trial_number" not in tags:  # marked already; the parent run
+                continue
+            known = trials.get(tags["trial_number"])
+            if known is None:
+                if run.info.start_time < read_at - ORPHAN_AFTER_MS:
+                    self._mark_orphan(run_id, f"the study's storage has no trial {tags['trial_number']}")
+                    closed += 1
                 continue
             state, owner_run, failure = known
-            if state == "RUNNING" or (owner_run is not None and owner_run != run_id):
+            if state in ("RUNNING", "WAITING"):
                 continue
-            self.close_run(run_id, "KILLED" if state == "FAIL" else state, failure)
+            if owner_run is not None and owner_run != run_id:
+                self._mark_orphan(run_id, f"trial {tags['trial_number']} is run {owner_run}")
+            elif state == "FAIL" and status not in ("KILLED", "FAILED"):
+                self.close_run(run_id, "KILLED", failure)
+            elif state != "FAIL" and status == "RUNNING":
+                self.close_run(run_id, state, failure)
+            else:
+                continue
             closed += 1
         return closed
+
+    def _mark_orphan(self, run_id: str, why: str) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(run_id, tags=[RunTag(ORPHAN_TAG, why[:MAX_TAG_CHARS])])
+        self.client.set_terminated(run_id, status="KILLED")
 
     # --- reading back ------------------------------------------------------------------------------------
 

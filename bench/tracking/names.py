@@ -14,6 +14,7 @@ STUDY_UID_TAG = "lrbench.study_uid"  # one study's runs, apart from another's of
 ROLE_TAG = "lrbench.role"  # "study" on a study's parent run
 STAGE_TAG = "lrbench.stage"  # a trial run's stage: "search" or "confirm"
 STATE_TAG, FAILURE_TAG = "state", "failure"
+ORPHAN_TAG = "lrbench.orphan"  # on a trial run that is no trial's run (why): never counted
 
 # Optuna's trial state (and KILLED: a trial its process did not finish) -> MLflow's run status.
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED", "KILLED": "KILLED"}

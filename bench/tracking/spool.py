@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 
 from bench.cache import write_whole
 from bench.errors import UserError
+from bench.faults import durable_write
 from bench.tracking.curves import Point
 
 VERSION = 1
@@ -86,6 +87,7 @@ class Spool:
             f.write(text)
 
         write_whole(path, write)
+        durable_write()
         return path
 
     def kept(self) -> list[Path]:

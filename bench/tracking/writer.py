@@ -14,12 +14,13 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Set
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from bench.errors import TrackingServerDown
+from bench.faults import durable_write
 from bench.tracking.client import Curves, RunStart, Tracker, TrialStates, now_ms
 from bench.tracking.curves import metric_points
 from bench.tracking.server import stopped_answering
@@ -88,6 +89,7 @@ def _guarded(call: Callable[[Tracker], T], spooled: str | None = None) -> T:
         raise TrackingServerDown(down) from None
     if spooled:
         Path(spooled).unlink(missing_ok=True)  # written: the spooled copy is no longer needed
+    durable_write()
     return out
 
 
@@ -126,8 +128,8 @@ def _close_run(run_id: str, state: str, failure: str | None) -> None:
     _request(lambda t: t.close_run(run_id, state, failure))
 
 
-def _close_orphans(uid: str, study: str, trials: TrialStates) -> int:
-    return _request(lambda t: t.close_orphans(uid, study, trials))
+def _close_orphans(uid: str, study: str, trials: TrialStates, read_at: int) -> int:
+    return _request(lambda t: t.close_orphans(uid, study, trials, read_at))
 
 
 def _close_parent(status: str) -> None:
@@ -309,19 +311,27 @@ class Writer:
         path = self.spool.keep(record)
         self._defer(lambda: self._submit(_finish_trial, record, str(path)))
 
-    def replay_spool(self) -> int:
+    def replay_spool(self, send: Set[str], drop: Set[str]) -> int:
         """Send what a killed process had spooled but not written (in the background: the writer takes
-        requests in order, so these land before anything submitted later); returns how many trials."""
-        kept = self.spool.read_all()
-        for path, record in kept:
-            self._submit(_finish_trial, record, str(path))
-        return len(kept)
+        requests in order, so these land before anything submitted later); returns how many trials.
+
+        Only the records of the runs in ``send`` go (those of trials told finished); those of ``drop``
+        (trials failed since: their process died before it told them) are removed, for their runs are
+        closed as killed; any other stays for whoever knows its trial (another study's, a live worker's)."""
+        sent = 0
+        for path, record in self.spool.read_all():
+            if record.run_id in send:
+                self._submit(_finish_trial, record, str(path))
+                sent += 1
+            elif record.run_id in drop:
+                path.unlink(missing_ok=True)
+        return sent
 
     def close_run(self, run_id: str, state: str, failure: str | None = None) -> Future[None]:
         return self._submit(_close_run, run_id, state, failure)
 
-    def close_orphans(self, uid: str, study: str, trials: TrialStates) -> Future[int]:
-        return self._submit(_close_orphans, uid, study, dict(trials))
+    def close_orphans(self, uid: str, study: str, trials: TrialStates, read_at: int) -> Future[int]:
+        return self._submit(_close_orphans, uid, study, dict(trials), read_at)
 
     def log_parent_artifacts(
         self, paths: Sequence[Path] = (), text: Mapping[str, str] | None = None
@@ -353,6 +363,11 @@ class Writer:
         pending, self._pending = self._pending, []
         for future in pending:
             future.result()
+
+    def stop(self) -> None:
+        """Stop the writer at once, what it has not written left in the spool (its process died, or the
+        study stops on a second Ctrl-C)."""
+        self._process.stop()
 
     def close(self) -> None:
         """Every write made, then the writer stopped. Interrupted while it waits (a second Ctrl-C: a study's
