@@ -30,8 +30,9 @@ def lrbench(*argv: object, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*LRBENCH, *map(str, argv)], capture_output=True, text=True, cwd=ROOT, **kwargs)
 
 
-def write_study(tmp_path: Path, **changes: Any) -> Path:
-    """The smoke study with changes: ``training__epochs=3`` sets training.epochs, ``name="x"`` the name."""
+def study_text(**changes: Any) -> str:
+    """The smoke study's YAML with changes: ``training__epochs=3`` sets training.epochs, ``name="x"`` the
+    name."""
     raw = yaml.safe_load(SMOKE.read_text())
     for key, value in changes.items():
         section, _, sub = key.partition("__")
@@ -39,8 +40,13 @@ def write_study(tmp_path: Path, **changes: Any) -> Path:
             raw.setdefault(section, {})[sub] = value
         else:
             raw[section] = value
+    return yaml.safe_dump(raw, sort_keys=False)
+
+
+def write_study(tmp_path: Path, **changes: Any) -> Path:
+    """The smoke study with changes (see study_text), written to ``tmp_path/study.yaml``."""
     path = tmp_path / "study.yaml"
-    path.write_text(yaml.safe_dump(raw))
+    path.write_text(study_text(**changes))
     return path
 
 

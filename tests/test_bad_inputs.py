@@ -23,26 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from bench.cli.parser import run as main
 from bench.tracking.local_server import free_port
 
-from helpers import SMOKE
+from helpers import SMOKE, study_text
 
 SECRET = "S3cr3tPw"
-
-
-def smoke(**changes: Any) -> str:
-    """The smoke study's text with changes: ``training__epochs=3`` sets training.epochs."""
-    raw = yaml.safe_load(SMOKE.read_text())
-    for key, value in changes.items():
-        section, _, sub = key.partition("__")
-        if sub:
-            raw.setdefault(section, {})[sub] = value
-        else:
-            raw[section] = value
-    return yaml.safe_dump(raw, sort_keys=False)
 
 
 def _csv(rows: list[str]) -> str:
@@ -50,7 +37,7 @@ def _csv(rows: list[str]) -> str:
 
 
 GOOD_ROWS = [f"{i},{i % 7},{i % 2}" for i in range(40)]
-CSV_STUDY = smoke(task={"csv": "data.csv", "target": "y"})
+CSV_STUDY = study_text(task={"csv": "data.csv", "target": "y"})
 
 
 def _bomb() -> str:
@@ -81,7 +68,7 @@ def study(id: str, expect: str, text: str | bytes, cli: bool = False) -> Bad:
 
 
 def changed(id: str, expect: str, cli: bool = False, **changes: Any) -> Bad:
-    return study(id, expect, smoke(**changes), cli)
+    return study(id, expect, study_text(**changes), cli)
 
 
 def csv(id: str, expect: str, text: str | bytes, cli: bool = False) -> Bad:
@@ -256,7 +243,7 @@ CASES = [
         "output-a-file",
         ("study", "{study}", "--output", "{dir}/taken"),
         "is a file, not a folder",
-        smoke(),
+        study_text(),
         (("taken", "x"),),
         cli=True,
     ),
@@ -264,14 +251,14 @@ CASES = [
         "output-under-a-file",
         ("study", "{study}", "--output", "{dir}/taken/out"),
         "taken is a file",
-        smoke(),
+        study_text(),
         (("taken", "x"),),
     ),
     Bad(
         "output-read-only",
         ("study", "{study}", "--output", "{dir}/ro/out"),
         "cannot write in",
-        smoke(),
+        study_text(),
         cli=True,
         as_user=True,
     ),
@@ -279,84 +266,84 @@ CASES = [
         "results-folder-a-file",
         ("study", "{study}", "--output", "{dir}/out"),
         "is a file, not a folder; lrbench keeps",
-        smoke(),
+        study_text(),
         (("out/smoke", "x"),),
     ),
     Bad(
         "storage-in-a-missing-folder",
         ("study", "{study}", "--output", "{dir}/out", "--storage", "{dir}/no/optuna.journal"),
         "does not exist; create it first",
-        smoke(),
+        study_text(),
         cli=True,
     ),
     Bad(
         "storage-sqlite-in-a-missing-folder",
         ("study", "{study}", "--output", "{dir}/out", "--storage", "sqlite:///{dir}/no/o.db"),
         "cannot connect (unable to open database file): its folder",
-        smoke(),
+        study_text(),
     ),
     Bad(
         "storage-a-folder",
         ("study", "{study}", "--output", "{dir}/out", "--storage", "{dir}"),
         "is a folder; give the journal file's path",
-        smoke(),
+        study_text(),
     ),
     Bad(
         "storage-unknown-scheme",
         ("study", "{study}", "--output", "{dir}/out", "--storage", "bogus://x"),
         "not a storage lrbench can use",
-        smoke(),
+        study_text(),
     ),
     Bad(
         "storage-sqlite-not-a-database",
         ("study", "{study}", "--output", "{dir}/out", "--storage", "sqlite:///{dir}/text.db"),
         "is not a SQLite database",
-        smoke(),
+        study_text(),
         (("text.db", "not a database\n"),),
     ),
     Bad(
         "tracking-uri-bogus",
         ("study", "{study}", "--output", "{dir}/out", "--tracking-uri", "bogus://x"),
         "tracking URI bogus://x: not one lrbench can use",
-        smoke(),
+        study_text(),
         cli=True,
     ),
     Bad(
         "tracking-uri-a-folder",
         ("study", "{study}", "--output", "{dir}/out", "--tracking-uri", "{dir}/mlruns"),
         "not one lrbench can use",
-        smoke(),
+        study_text(),
     ),
     Bad(
         "tracking-server-down",
         ("study", "{study}", "--output", "{dir}/out", "--tracking-uri", "http://127.0.0.1:{port}"),
         "does not answer",
-        smoke(),
+        study_text(),
     ),
     Bad(
         "option-n-trials-0",
         ("study", "{study}", "--output", "{dir}/out", "--n-trials", "0"),
         "--n-trials must be at least 1",
-        smoke(),
+        study_text(),
         cli=True,
     ),
     Bad(
         "option-n-trials-1e9",
         ("study", "{study}", "--output", "{dir}/out", "--n-trials", "1000000000"),
         "at most 1e+10 in all",
-        smoke(),
+        study_text(),
     ),
     Bad(
         "n-trials-not-a-number",
         ("study", "{study}", "--n-trials", "ten"),
         "invalid int value: 'ten'",
-        smoke(),
+        study_text(),
     ),
     Bad(
         "study-default-output-a-file",
         ("study", "{study}"),
         "output {dir}/results is a file",
-        smoke(),
+        study_text(),
         (("results", "x"),),
     ),
     # --- export and ui read a study: its stores must be there, and are never made ---------------------------
@@ -364,45 +351,45 @@ CASES = [
         "export-nothing-stored",
         ("export", "{study}", "--output", "{dir}/out"),
         "no study storage at",
-        smoke(),
+        study_text(),
         cli=True,
     ),
     Bad(
         "export-no-mlflow-store",
         ("export", "{study}", "--output", "{dir}/out"),
         "no tracking store at {dir}/out/mlflow.db",
-        smoke(),
+        study_text(),
         JOURNAL,
         cli=True,
     ),
-    Bad("export-bad-study", ("export", "{study}"), "model.dropout", smoke(model__dropout=2.0)),
+    Bad("export-bad-study", ("export", "{study}"), "model.dropout", study_text(model__dropout=2.0)),
     Bad(
         "export-tracking-uri-bogus",
         ("export", "{study}", "--output", "{dir}/out", "--tracking-uri", "bogus://x"),
         "not one lrbench can use",
-        smoke(),
+        study_text(),
         JOURNAL,
     ),
     Bad(
         "export-output-a-file",
         ("export", "{study}", "--output", "{dir}/taken"),
         "is a file, not a folder",
-        smoke(),
+        study_text(),
         (("taken", "x"),),
     ),
     Bad(
         "ui-port-negative",
         ("ui", "--study", "{study}", "--port", "-1"),
         "a port is a whole number from 1 to 65535, got '-1'",
-        smoke(),
+        study_text(),
         cli=True,
     ),
-    Bad("ui-port-70000", ("ui", "--study", "{study}", "--port", "70000"), "got '70000'", smoke()),
+    Bad("ui-port-70000", ("ui", "--study", "{study}", "--port", "70000"), "got '70000'", study_text()),
     Bad(
         "ui-nothing-stored",
         ("ui", "--study", "{study}", "--output", "{dir}/out"),
         "no tracking store at {dir}/out/mlflow.db",
-        smoke(),
+        study_text(),
         cli=True,
     ),
     Bad("ui-tracking-uri-bogus", ("ui", "--tracking-uri", "bogus://x"), "not one lrbench can use", cli=True),
@@ -416,7 +403,7 @@ CASES = [
         "ui-workers-0",
         ("ui", "--study", "{study}", "--workers", "0"),
         "--workers must be at least 1",
-        smoke(),
+        study_text(),
     ),
     # --- train and schedule ---------------------------------------------------------------------------------
     Bad(
