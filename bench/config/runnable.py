@@ -15,6 +15,7 @@ from typing import Any
 from bench import schedules
 from bench.config.limits import check_size, steps_per_epoch
 from bench.config.schema import FloatRange, StudyConfig
+from bench.config.searched import family_space
 from bench.data import Sizes
 from bench.errors import UserError
 from bench.train.device import resolve_device
@@ -67,43 +68,20 @@ def _end(rng: schedules.Range, high: int) -> float | int:
 def _extremes(cfg: StudyConfig, name: str, per_epoch: int) -> Iterator[tuple[str, schedules.Horizon, Any]]:
     """The family's arguments at the low ends of every searched range (with the lowest base LR), then at
     the high ends (with the highest), each choice of a categorical argument taken in turn; as the search
-    draws them (bench.search.space.sample: the registry's space, narrowed by the study, fixed values
-    given)."""
+    draws them (bench.config.searched.family_space)."""
     family = schedules.SCHEDULES[name]
-    narrowed = cfg.schedulers[name]
-    ranged = {a: s for a, s in narrowed.items() if isinstance(s, list) and family.args[a].kind is not list}
-    fixed = family.search_fixed() | {a: s for a, s in narrowed.items() if a not in ranged}
-    searched = cfg.optuna.sampler != "grid"  # the grid trains each family at its fixed and default values
     lows_highs = _lr_ends(cfg)
-    variants = 2
-    for arg, spec in ranged.items():
-        if family.args[arg].kind not in (int, float):
-            variants = max(variants, len(spec))
-    for declared in family.args.values():
-        if searched and declared.choices is not None:
-            variants = max(variants, len(declared.choices))
+    first, _ = family_space(cfg, name, family.horizon(cfg.training.epochs, per_epoch, lows_highs[0]))
+    variants = max([2, *(len(rng.choices) for rng in first.values() if rng.choices is not None)])
     for j in range(variants):
         high = j % 2
         horizon = family.horizon(cfg.training.epochs, per_epoch, lows_highs[high])
-        given = dict(fixed)
+        space, given = family_space(cfg, name, horizon)
         where = f"with lr={horizon.lr:g}"
-        if searched:
-            space = family.space(horizon)
-            for arg, spec in ranged.items():
-                declared = family.args[arg]
-                space[arg] = (
-                    schedules.Range(declared.kind, low=spec[0], high=spec[1], log=declared.log)
-                    if declared.kind in (int, float)
-                    else schedules.Range(declared.kind, choices=tuple(spec))
-                )
-            for arg, rng in space.items():
-                if arg in fixed:
-                    continue
-                if rng.choices is not None:
-                    given[arg] = rng.choices[j % len(rng.choices)]
-                else:
-                    given[arg] = _end(rng, high)
-                    where = (
-                        f"with lr={horizon.lr:g} and each searched range at its {('low', 'high')[high]} end"
-                    )
+        for arg, rng in space.items():
+            if rng.choices is not None:
+                given[arg] = rng.choices[j % len(rng.choices)]
+            else:
+                given[arg] = _end(rng, high)
+                where = f"with lr={horizon.lr:g} and each searched range at its {('low', 'high')[high]} end"
         yield where, horizon, given

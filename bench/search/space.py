@@ -16,6 +16,7 @@ import optuna
 
 from bench import schedules
 from bench.config import FloatRange, StudyConfig
+from bench.config.searched import family_space
 from bench.train import TrainConfig
 
 # A study prints its own progress: Optuna's INFO lines (a study created, each trial told) would double it.
@@ -126,25 +127,9 @@ def sample(trial: optuna.Trial, cfg: StudyConfig, steps_per_epoch: int) -> Trial
     )
     family = schedules.SCHEDULES[family_name]
     horizon = family.horizon(t.epochs, steps_per_epoch, lr)
-    given: dict[str, Any] = family.search_fixed()
-    if cfg.optuna.sampler != "grid":
-        space = family.space(horizon)
-        for arg, spec in cfg.schedulers[family_name].items():
-            if isinstance(spec, list) and family.args[arg].kind is not list:
-                declared = family.args[arg]
-                if declared.kind in (int, float):
-                    space[arg] = schedules.Range(declared.kind, low=spec[0], high=spec[1], log=declared.log)
-                else:
-                    space[arg] = schedules.Range(declared.kind, choices=tuple(spec))
-            else:
-                space.pop(arg, None)
-                given[arg] = spec
-        for arg, rng in space.items():
-            given[arg] = suggest(trial, f"{family_name}.{arg}", rng)
-    else:
-        given.update(
-            {arg: spec for arg, spec in cfg.schedulers[family_name].items() if not isinstance(spec, list)}
-        )
+    space, given = family_space(cfg, family_name, horizon)
+    for arg, rng in space.items():
+        given[arg] = suggest(trial, f"{family_name}.{arg}", rng)
     return TrialSpec(trial.number, family_name, given, optimizer, lr, t.seed + trial.number)
 
 

@@ -82,12 +82,11 @@ def reclaim(study: optuna.Study, storage: optuna.storages.BaseStorage, writer: W
             closed += 1
     read_at = now_ms()
     trials = study.get_trials(deepcopy=False)
-    runs = {t.state: set[str]() for t in trials}
-    for t in trials:
-        if RUN_ID in t.user_attrs:
-            runs[t.state].add(t.user_attrs[RUN_ID])
-    finished = runs.get(TrialState.COMPLETE, set()) | runs.get(TrialState.PRUNED, set())
-    sent = writer.replay_spool(send=finished, drop=runs.get(TrialState.FAIL, set()))
+
+    def runs(*states: TrialState) -> set[str]:
+        return {t.user_attrs[RUN_ID] for t in trials if t.state in states and RUN_ID in t.user_attrs}
+
+    sent = writer.replay_spool(send=runs(*COUNTED), drop=runs(TrialState.FAIL))
     states = {
         str(t.number): (t.state.name, t.user_attrs.get(RUN_ID), t.user_attrs.get(FAILURE)) for t in trials
     }
