@@ -12,7 +12,7 @@ STUDY  ?= studies/breast_cancer.yaml
 PORT   ?= 5000
 ARGS   ?=
 
-.PHONY: install study ui export perf perf-server test test-fast lint lock clean
+.PHONY: install study ui export report screenshot perf perf-server test test-fast lint lock clean
 
 # torch first (TORCH_SPEC), then lrbench with every other package at the version constraints.txt pins.
 $(STAMP): pyproject.toml constraints.txt
@@ -32,6 +32,15 @@ ui: $(STAMP)
 
 export: $(STAMP)
 	$(BIN)/lrbench export $(STUDY) $(ARGS)
+
+report: $(STAMP)
+	$(BIN)/lrbench report $(STUDY) $(ARGS)
+
+# The README's picture of the report's first screen, from the default study's stores (run `make study`
+# first); needs Chromium (Debian: apt-get install chromium).
+screenshot: $(STAMP)
+	$(BIN)/lrbench report $(STUDY) $(ARGS)
+	$(BIN)/python tests/browser.py results/$(basename $(notdir $(STUDY)))/report.html docs/report.png
 
 # Benchmarks beside the package (perf/), side by side in one run; see docs/performance.md.
 perf: $(STAMP)

@@ -24,3 +24,5 @@ class StoredStudy:
     direction: str  # maximize or minimize
     parent_run_id: str | None  # the study's MLflow parent run
     confirm: list[StoredTrial] = field(default_factory=list)  # the confirmation runs (their "cell" attribute)
+    # family -> {hyperparameter: importance}, where asked for (bench.search.importance)
+    importance: Mapping[str, Mapping[str, float]] = field(default_factory=dict)

@@ -6,6 +6,7 @@
     python -m perf server     # the default study against an `mlflow server` here, 1 vs 8 requests
     python -m perf compare A B  # the default study from two source trees, alternately (a change's cost)
     python -m perf power      # what the ranking's tie procedure detects, by simulation (no training)
+    python -m perf importance # the report's fANOVA importance: 16 trees against 64, and other seeds
 
 All rows use the reference task (breast-cancer MLP 30-64-32-1, batch 32, 50 epochs) on one device:
 
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "what",
         nargs="?",
-        choices=("all", "storage", "seeds", "server", "compare", "power"),
+        choices=("all", "storage", "seeds", "server", "compare", "power", "importance"),
         default="all",
     )
     parser.add_argument("trees", nargs="*", type=Path, help="compare: two source trees of lrbench, A and B")
@@ -68,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
         from perf.power import power_table
 
         print(power_table((8, 17), (5, 10, 20), (0.5, 1.0, 1.5, 2.0), args.sims))
+        return 0
+    if args.what == "importance":
+        from perf.importance import importance_table
+
+        print(importance_table(ROOT / "results" / "optuna.journal"))
         return 0
     if args.what == "storage":
         print(storage_benchmark(args.trials))

@@ -8,7 +8,7 @@ import pytest
 from bench.data import DataConfig, Task, load_task
 from bench.tracking.local_server import running
 
-from helpers import SMOKE
+from helpers import SMOKE, write_study
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -119,3 +119,26 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out_dir = tmp_path_factory.mktemp("smoke")
     assert run(["study", str(SMOKE), "--output", str(out_dir)]) == 0
     return out_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A study in seconds with both stages: two families (StepLR; CyclicLR, whose arguments are partly
+    derived and include one named ``base_lr``), each an Optuna study of its own with two trials of two
+    epochs, then each family's best on two seeds. Run to its end once per session: its study file and
+    output folder, for tests that only read them."""
+    from bench.cli.parser import run
+
+    folder = tmp_path_factory.mktemp("tiny")
+    study = write_study(
+        folder,
+        name="tiny",
+        training__epochs=2,
+        schedulers={"StepLR": {}, "CyclicLR": {}},
+        optuna={"sampler": "random", "pruner": "none", "n_trials": 2, "seed": 0},
+        search={"budget": "per_family"},
+        confirm={"top_k": 1, "seeds": 2, "resplit": True},
+    )
+    out = folder / "out"
+    assert run(["study", str(study), "--output", str(out)]) == 0
+    return study, out

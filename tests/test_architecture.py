@@ -58,7 +58,13 @@ ALLOWED: dict[str, set[str]] = {
         "bench.tracking",
     },
     "bench.analysis": set(),
-    "bench.report": {"bench.stored", "bench.tracking.names", "bench.analysis"},
+    "bench.report": {
+        "bench.stored",
+        "bench.tracking.names",
+        "bench.analysis",
+        "bench.config",
+        "bench.schedules",
+    },
     "bench.__main__": {"bench.cli"},
     "bench.cli": {
         "bench.errors",
@@ -83,6 +89,8 @@ LIBRARIES = {
     "sqlalchemy": {"bench.search", "bench.cli", "bench._compat"},
     "matplotlib": {"bench.report"},
     "scipy": {"bench.analysis"},
+    "plotly": {"bench.report"},
+    "jinja2": {"bench.report"},
 }
 
 

@@ -3,6 +3,7 @@ everything it started."""
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import sys
@@ -14,8 +15,9 @@ from typing import Any
 import pytest
 
 from bench.cli.parser import run as main
-from bench.tracking.client import Tracker
-from bench.tracking.local_server import free_port, port_in_use
+from bench.tracking import local_server
+from bench.tracking.client import Tracker, experiment_id
+from bench.tracking.local_server import LocalServer, free_port, port_in_use
 
 from helpers import SMOKE, eventually
 
@@ -31,9 +33,69 @@ def test_ui_on_a_tracking_server_gives_its_address_and_starts_nothing(
     exp = Tracker(mlflow_server, "smoke").experiment_id  # the smoke study's experiment, made if need be
     assert main(["ui", "--study", str(SMOKE), "--tracking-uri", mlflow_server]) == 0
     out = capsys.readouterr().out
-    assert out.strip().endswith(f"{mlflow_server}/#/experiments/{exp}?workflowType=machine_learning"), out
+    first, *views = out.strip().splitlines()
+    assert first.endswith(f"{mlflow_server}/#/experiments/{exp}?workflowType=machine_learning"), out
+    # Then the ranking (a run per family) and the search's trials, each a page of its own, flat and sorted.
+    names = [v.split(":")[0].strip() for v in views]
+    assert names == ["the ranking, a run per family", "the search's trials"]
+    runs = f"{mlflow_server}/#/experiments/{exp}/runs?workflowType=machine_learning&searchFilter="
+    assert all(runs in view for view in views), views
+    assert main(["ui", "--tracking-uri", mlflow_server]) == 0  # no study: the list of experiments
+    out = capsys.readouterr().out
+    assert out.strip().endswith(f"{mlflow_server}/#/experiments?workflowType=machine_learning"), out
     assert main(["ui", "--tracking-uri", f"http://127.0.0.1:{free_port()}"]) == 2
     assert "does not answer" in capsys.readouterr().err
+
+
+@pytest.fixture
+def no_server(monkeypatch: pytest.MonkeyPatch) -> list[LocalServer]:
+    """`lrbench ui`'s MLflow server answering at once, without starting anything: the servers it made."""
+    made: list[LocalServer] = []
+    monkeypatch.setattr(LocalServer, "start", lambda self: made.append(self))
+    monkeypatch.setattr(LocalServer, "wait_until_answering", lambda self, timeout=None: True)
+    monkeypatch.setattr(LocalServer, "wait", lambda self: 0)
+    monkeypatch.setattr(local_server, "port_in_use", lambda port: False)
+    return made
+
+
+def test_ui_with_no_arguments_opens_the_default_study_from_the_current_folder(
+    tiny_study: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    no_server: list[LocalServer],
+) -> None:
+    """`lrbench ui` alone is `make study`'s study: studies/breast_cancer.yaml in the current folder, its
+    store under results/ there, opened on its runs. Without that file: one line, exit 2."""
+    here = tmp_path.resolve()
+    monkeypatch.chdir(here)
+    assert main(["ui"]) == 2
+    assert capsys.readouterr().err == (
+        "lrbench: error: no --study given, and the default study studies/breast_cancer.yaml is not in "
+        f"{here}: give --study STUDY.yaml or --tracking-uri URI\n"
+    )
+    study, out = tiny_study
+    (here / "studies").mkdir()
+    shutil.copy(study, here / "studies" / "breast_cancer.yaml")
+    (here / "results").mkdir()
+    shutil.copy(out / "mlflow.db", here / "results" / "mlflow.db")
+    store = f"sqlite:///{here / 'results' / 'mlflow.db'}"
+    exp = experiment_id(store, "tiny")
+    assert exp is not None
+    assert main(["ui"]) == 0
+    assert [(s.env, s.port) for s in no_server] == [({"MLFLOW_BACKEND_STORE_URI": store}, 5000)]
+    printed = capsys.readouterr().out
+    assert f"MLflow UI on http://127.0.0.1:5000/#/experiments/{exp}?workflowType=machine_learning " in printed
+
+
+def test_ui_without_a_study_opens_the_list_of_experiments_for_training_runs(
+    tiny_study: tuple[Path, Path], capsys: pytest.CaptureFixture[str], no_server: list[LocalServer]
+) -> None:
+    _, out = tiny_study
+    assert main(["ui", "--tracking-uri", f"sqlite:///{out / 'mlflow.db'}", "--port", "5123"]) == 0
+    assert len(no_server) == 1
+    printed = capsys.readouterr().out
+    assert "MLflow UI on http://127.0.0.1:5123/#/experiments?workflowType=machine_learning " in printed
 
 
 @pytest.mark.slow

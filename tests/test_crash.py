@@ -118,8 +118,14 @@ def _check(out: Path) -> None:
             assert run_id not in linked, f"{name} trial {t.number} shares run {run_id} with {linked[run_id]}"
             linked[run_id] = f"{name} trial {t.number}"
             _check_run(client, runs[run_id], name, t)
+    # One FINISHED run per ranked family under the parent (the latest ranking's: earlier ones deleted).
+    ranked = [r for r in runs.values() if r.data.tags.get("lrbench.role") == "family"]
+    assert sorted(r.data.tags["scheduler"] for r in ranked) == sorted(FAMILIES)
+    assert {r.info.status for r in ranked} == {"FINISHED"}
     # Every other trial run is closed as not counted: none FINISHED, none counted twice.
-    others = [r for r in runs.values() if r.info.run_id not in linked and r not in parents]
+    others = [
+        r for r in runs.values() if r.info.run_id not in linked and r not in parents and r not in ranked
+    ]
     assert not [r.info.run_name for r in others if r.info.status == "FINISHED"]
     confirm_csv = (out / "crash" / "confirm.csv").read_text().splitlines()
     assert len(confirm_csv) == 1 + len(FAMILIES) * SEEDS

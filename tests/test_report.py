@@ -1,7 +1,8 @@
-"""Leaderboards and the summary figure, written at the end of a study and again by export from the stores."""
+"""Leaderboards and the report, written at the end of a study and again by export from the stores."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ LEADERBOARD_COLUMNS = {
     "state",
     "scheduler",
     "optimizer",
-    "lr",
+    "base_lr",
     "seed",
     "value",
     "best_val_accuracy",
@@ -73,26 +74,21 @@ def test_leaderboards_load_and_export_reproduces_them(smoke_run: Path) -> None:
 
 
 @pytest.mark.slow
-def test_summary_figure_leaves_out_runs_whose_curves_are_not_written_yet(
-    smoke_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+def test_the_report_leaves_out_panels_whose_curves_are_not_written_yet(
+    smoke_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With several workers, one may draw the figure while a trial another worker told still has no curves
-    in MLflow: the figure is drawn without it, and the output says so (here: MLflow answers no points for
-    one best trial's run)."""
+    """With several workers, one may write the report while a trial another worker told still has no
+    curves in MLflow: the report is written without that family's panel, and says so (here: MLflow answers
+    no points for one family's best trial's run)."""
     import shutil
 
-    from bench.report.figures import summary_figure
     from bench.tracking.client import Tracker
-
-    empty = {"a (#1)": {"lr": [], "val/loss": []}}
-    assert summary_figure(empty, "val/loss", "val_loss", tmp_path / "none.png") == ["a (#1)"]
-    assert (tmp_path / "none.png").stat().st_size > 0
 
     out = tmp_path / "out"
     shutil.copytree(smoke_run, out)
     board = pd.read_csv(out / "smoke" / "schedulers.csv")
     leader = pd.read_csv(out / "smoke" / "leaderboard.csv")
-    number = int(board["best_trial"].iloc[0])
+    family, number = board["scheduler"].iloc[0], int(board["best_trial"].iloc[0])
     run_id = leader.loc[leader["number"] == number, "mlflow_run_id"].iloc[0]
     history = Tracker.history
 
@@ -100,12 +96,13 @@ def test_summary_figure_leaves_out_runs_whose_curves_are_not_written_yet(
         return [] if run == run_id else history(self, run, key)
 
     monkeypatch.setattr(Tracker, "history", not_yet)
-    (out / "smoke" / "summary.png").unlink()
-    capsys.readouterr()
-    assert main(["export", str(SMOKE), "--output", str(out)]) == 0
-    printed = capsys.readouterr().out
-    assert f"(#{number}): no curves in MLflow yet" in printed and "summary.png leaves out" in printed
-    assert (out / "smoke" / "summary.png").stat().st_size > 0
+    (out / "smoke" / "report.html").unlink()
+    assert main(["report", str(SMOKE), "--output", str(out)]) == 0
+    page = (out / "smoke" / "report.html").read_text()
+    panels = re.findall(r'class="card small-multiple" data-family="([^"]+)"', page)
+    assert family not in panels and sorted(panels) == sorted(set(board["scheduler"]) - {family})
+    note = re.search(r'<p class="note" id="no-curves">([^<]*)', page)
+    assert note is not None and family in note.group(1)
 
 
 @pytest.mark.slow

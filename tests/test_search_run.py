@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,8 @@ import optuna
 import pandas as pd
 import pytest
 
-from bench import config
+from bench import config, schedules
+from bench.cli.commands import parse_value
 from bench.cli.parser import run as main
 from bench.config import Locations
 from bench.search import load_trials, open_storage, run_study
@@ -19,7 +21,35 @@ from bench.search.progress import Progress
 from bench.tracking.writer import Writer
 from bench.train import population
 
-from helpers import SMOKE, write_study
+from helpers import SMOKE, mlflow_runs, write_study
+
+
+def test_a_trial_run_names_its_params_as_the_leaderboard_does_and_none_as_a_metric(
+    tiny_study: tuple[Path, Path],
+) -> None:
+    """DESIGN.md's names: no param of a search or confirmation run shares a name with one of its metrics
+    (the base LR is ``base_lr`` beside the ``lr`` curve), and the schedule's arguments are
+    ``<family>.<arg>``, leaderboard.csv's column names: every argument it was built with (derived and fixed
+    ones too), a searched one with the value in the trial's row."""
+    _, out = tiny_study
+    board = pd.read_csv(out / "tiny" / "leaderboard.csv").set_index("mlflow_run_id")
+    runs = [r for r in mlflow_runs(out, "tiny") if "lrbench.stage" in r.data.tags]
+    assert Counter(r.data.tags["lrbench.stage"] for r in runs) == {"search": 4, "confirm": 4}
+    for run in runs:
+        params, metrics, name = run.data.params, set(run.data.metrics), run.info.run_name
+        assert {"lr", "train/loss", "val/loss", "val/accuracy", "test/loss", "test/accuracy"} <= metrics
+        assert not set(params) & metrics, name
+        family = params["scheduler"]
+        args = {k for k in params if "." in k}
+        assert args == {f"{family}.{arg}" for arg in schedules.SCHEDULES[family].args}, name
+        columns = {c for c in board.columns if c.startswith(f"{family}.")}
+        assert columns and columns <= args, (name, columns)
+        if run.data.tags["lrbench.stage"] == "search":
+            row = board.loc[run.info.run_id]
+            assert float(params["base_lr"]) == pytest.approx(row["base_lr"])
+            for column in columns:
+                value = parse_value(params[column])
+                assert value == (row[column] if isinstance(value, str) else pytest.approx(row[column]))
 
 
 @pytest.mark.slow

@@ -185,7 +185,7 @@ def test_smoke_study_against_a_real_tracking_server(mlflow_server: str, tmp_path
         assert tags["mlflow.parentRunId"] == parent_id and tags["study"] == "smoke"
         assert run["info"]["run_name"] == f"trial-{int(tags['trial_number']):04d} {params['scheduler']}"
         assert tags["state"] in ("COMPLETE", "PRUNED") and tags["scheduler"] == params["scheduler"]
-        for key in ("optimizer", "lr", "epochs", "batch_size", "seed", "dataset"):
+        for key in ("optimizer", "base_lr", "epochs", "batch_size", "seed", "dataset"):
             assert key in params
 
         def history(key: str, run: dict[str, Any] = run) -> list[tuple[int, float]]:
@@ -208,10 +208,11 @@ def test_smoke_study_against_a_real_tracking_server(mlflow_server: str, tmp_path
         assert [s for s, _ in history("val/accuracy")] == list(range(epochs))
         assert len(history("train/loss")) == epochs and len(history("test/accuracy")) == 1
         # The schedule rebuilt from the run's params alone (derived arguments included) ...
+        family_prefix = f"{params['scheduler']}."
         args = {
-            k.removeprefix("scheduler."): parse_value(v)
+            k.removeprefix(family_prefix): parse_value(v)
             for k, v in params.items()
-            if k.startswith("scheduler.")
+            if k.startswith(family_prefix)
         }
         family = schedules.SCHEDULES[params["scheduler"]]
         assert set(args) == set(family.args)
@@ -219,7 +220,7 @@ def test_smoke_study_against_a_real_tracking_server(mlflow_server: str, tmp_path
         expected, _ = schedules.preview(
             params["scheduler"],
             args,
-            lr=float(params["lr"]),
+            lr=float(params["base_lr"]),
             epochs=int(params["epochs"]),
             steps_per_epoch=steps_per_epoch,
             val_losses=val_loss,

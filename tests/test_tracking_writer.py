@@ -26,7 +26,7 @@ def test_a_spool_record_is_versioned_json_read_back_as_written(tmp_path: Path) -
     record = TrialRecord(
         "r" * 32,
         "PRUNED",
-        {"scheduler": "MultiStepLR", "scheduler.milestones": [2, 3], "lr": 0.1},
+        {"scheduler": "MultiStepLR", "MultiStepLR.milestones": [2, 3], "base_lr": 0.1},
         [("lr", 0.1, 0), ("val/loss", math.inf, 1), ("val/loss", 0.5, 2)],
         "diverged: non-finite loss at step 3",
         1764750000000,

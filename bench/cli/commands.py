@@ -106,17 +106,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         target=args.target,
         drop=tuple(args.drop or ()),
         label_map=_label_map(args.label_map) if args.label_map else None,
+        split_seed=args.split_seed,
     )
     cfg = TrainConfig(
         scheduler=args.scheduler,
         scheduler_args=parse_sets(args.set),
         optimizer=args.optimizer,
         lr=args.lr,
+        momentum=args.momentum,
         epochs=args.epochs,
         batch_size=args.batch_size,
         seed=args.seed,
         weight_decay=args.weight_decay,
-        model=ModelConfig(hidden=tuple(args.hidden), dropout=args.dropout),
+        model=ModelConfig(hidden=tuple(args.hidden), activation=args.activation, dropout=args.dropout),
     )
     cfg.check()
     task = load_task(data_cfg, resolve_device(args.device))

@@ -61,11 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="ARG=VALUE", help="a scheduler argument (repeatable)")
     p.add_argument("--optimizer", default="adam", help="sgd (momentum 0.9), adam or adamw")
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD's momentum")
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--hidden", type=int, nargs="+", default=[64, 32], help="hidden layer sizes")
+    p.add_argument("--activation", default="relu", help="relu, gelu, tanh or silu")
     p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--split-seed", type=int, default=2, help="the seed of the train/val/test split")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -83,18 +86,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", metavar="DIR", help="results root (default: the study's, results/)")
     p.set_defaults(func=study.cmd_study)
 
-    p = sub.add_parser("export", help="rebuild a study's leaderboard CSVs and figure from storage")
-    p.add_argument("study", metavar="STUDY.yaml")
-    p.add_argument("--storage", metavar="URL")
-    p.add_argument("--tracking-uri", metavar="URI")
-    p.add_argument("--output", metavar="DIR")
-    p.set_defaults(func=study.cmd_export)
+    for name, func, text in (
+        ("export", study.cmd_export, "rebuild a study's CSVs and report.html from its stores"),
+        ("report", study.cmd_report, "rebuild a study's report.html (and its CSVs) from its stores"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("study", metavar="STUDY.yaml")
+        p.add_argument("--storage", metavar="URL")
+        p.add_argument("--tracking-uri", metavar="URI")
+        p.add_argument("--output", metavar="DIR")
+        p.set_defaults(func=func)
 
     p = sub.add_parser(
         "ui",
         help="start the MLflow UI on 127.0.0.1 over a study's store (for a tracking server: its address)",
     )
-    p.add_argument("--study", metavar="STUDY.yaml", help="open this study's experiment")
+    p.add_argument(
+        "--study",
+        metavar="STUDY.yaml",
+        help=f"open this study's experiment (default, without --tracking-uri: {ui.DEFAULT_STUDY})",
+    )
     p.add_argument("--tracking-uri", metavar="URI")
     p.add_argument("--output", metavar="DIR")
     p.add_argument("--port", type=_port, default=5000)

@@ -6,9 +6,10 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+from typing import NamedTuple
 
 from bench.cli import startup
 from bench.cli.signals import exit_status, stop_as_ctrl_c
@@ -16,9 +17,9 @@ from bench.cli.stores import check_given
 from bench.config import Locations, StudyConfig, check_runnable, load_sized
 from bench.data import Sizes
 from bench.errors import TrackingServerDown, UserError
-from bench.report import figures
-from bench.stored import StoredStudy
-from bench.tracking.names import val_metric_key
+from bench.report import page
+from bench.report.page import ReportInput
+from bench.tracking.names import FamilyRecord
 from bench.tracking.writer import Writer
 from bench.uris import shown
 
@@ -47,14 +48,14 @@ def cmd_study(args: argparse.Namespace) -> int:
         f"study {cfg.name}: storage {shown(loc.storage)}, tracking {shown(loc.tracking_uri)}", file=sys.stderr
     )
     # Before importing optuna and the engines: MLflow opens the store meanwhile.
-    writer = Writer(loc.tracking_uri, cfg.name, loc.spool(cfg), warm=figures.prepare)
+    writer = Writer(loc.tracking_uri, cfg.name, loc.spool(cfg), warm=page.prepare)
     try:
         try:
             from bench.search import run_study
 
             with stop_as_ctrl_c() as stopped_by:
                 outcome = run_study(cfg, loc, n_trials=args.n_trials, writer=writer, on_loaded=startup.end)
-                summary, ranking = publish(cfg, loc, writer)
+                published = publish(cfg, loc, sizes, writer)
         finally:
             writer.close()
     except BrokenProcessPool:
@@ -77,7 +78,7 @@ def cmd_study(args: argparse.Namespace) -> int:
             "the study goes on"
         ) from None
     if outcome.interrupted:
-        print("\n\n".join(filter(None, (summary, ranking))))
+        print("\n\n".join(filter(None, (published.summary, published.ranking))))
         by = f" by {signal.Signals(stopped_by[0]).name}" if stopped_by else ""
         print(
             f"lrbench: interrupted{by} after {outcome.ran} trial(s) in this run; "
@@ -87,98 +88,114 @@ def cmd_study(args: argparse.Namespace) -> int:
         return exit_status(stopped_by)
     where = f" --tracking-uri {shown(args.tracking_uri)}" if args.tracking_uri else ""
     where += f" --output {args.output}" if args.output and not args.tracking_uri else ""
-    print(summary)
+    print(published.summary)
+    print(f"the report: {published.report.resolve().as_uri()}")
     print(f"compare the runs: lrbench ui --study {args.study}{where}")
-    if ranking:  # the terminal ends with the answer
-        print(f"\n{ranking}")
+    if published.ranking:  # the terminal ends with the answer
+        print(f"\n{published.ranking}")
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    cfg, loc = study_locations(args)
+    """``lrbench export``: every file a study writes, from its stores, and the terminal's tables."""
+    cfg, loc, sizes = _study_locations(args)
     check_given(args, cfg, loc, existing=True)
-    print("\n\n".join(filter(None, publish(cfg, loc))))
+    out = publish(cfg, loc, sizes)
+    print("\n\n".join(filter(None, (out.summary, out.ranking))))
     return 0
 
 
-# Draws the summary figure from the runs (label -> run id): the labels it left out for want of curves.
-DrawSummary = Callable[[Mapping[str, str], Path], list[str]]
+def cmd_report(args: argparse.Namespace) -> int:
+    """``lrbench report``: the same files, from the stores; it prints where the report is, and the answer."""
+    cfg, loc, sizes = _study_locations(args)
+    check_given(args, cfg, loc, existing=True)
+    out = publish(cfg, loc, sizes)
+    print(f"wrote {out.report}")
+    if out.ranking:
+        print(f"\n{out.ranking}")
+    return 0
 
 
-def publish(cfg: StudyConfig, loc: Locations, writer: Writer | None = None) -> tuple[str, str]:
-    """Leaderboard and ranking CSVs and the summary figure from the stores; what the terminal shows of
-    them: the search's tables with the files written, and the confirmed ranking with its answer (empty
-    without a confirmation). Given the study's writer (which knows the parent run), the figure is drawn
-    there and the files are attached to the parent run too; else a Tracker of this process reads the
-    curves."""
-    summary_figure = figures.summary_figure
-    key, metric = val_metric_key(cfg.objective.metric), cfg.objective.metric
-    keys = ("lr", key)
+class Published(NamedTuple):
+    summary: str  # the search's tables and the files written
+    ranking: str  # the confirmed ranking and its answer ("" without a confirmation)
+    files: list[Path]  # everything written, report.html last
+    metrics: dict[str, float]  # the parent run's per-family summary metrics
+    families: dict[str, FamilyRecord]  # a run per ranked family
+    parent_run_id: str | None
+
+    @property
+    def report(self) -> Path:
+        return self.files[-1]
+
+
+# Writes report.html from the panel runs' curves (label -> run id), read where it runs.
+DrawReport = Callable[[Mapping[str, str], Sequence[str], ReportInput, Path], None]
+
+
+def publish(cfg: StudyConfig, loc: Locations, sizes: Sizes, writer: Writer | None = None) -> Published:
+    """Leaderboard and ranking CSVs and report.html from the stores, attached to the study's parent run
+    with its per-family summary metrics. Given the study's writer, the report is written there (where the
+    curves are read); else a Tracker of this process reads the curves and logs to the parent run."""
+    from bench.report.page import write_report
+
     if writer is not None:
 
-        def draw(runs: Mapping[str, str], path: Path) -> list[str]:
-            return writer.draw(runs, keys, summary_figure, key, metric, path)
+        def draw(runs: Mapping[str, str], keys: Sequence[str], data: ReportInput, path: Path) -> None:
+            writer.draw(runs, keys, write_report, data, path)
 
-        summary, ranking, files = _export(cfg, loc, draw)
-        writer.log_parent_artifacts(files).result()
-        return summary, ranking
+        out = _export(cfg, loc, sizes, draw)
+        writer.log_parent_artifacts(out.files, metrics=out.metrics, families=out.families).result()
+        return out
     from bench.tracking.client import Tracker
 
     tracker = Tracker(loc.tracking_uri, cfg.name)
     try:
-        summary, ranking, _ = _export(
-            cfg, loc, lambda runs, path: summary_figure(tracker.curves(runs, keys), key, metric, path)
+        out = _export(
+            cfg,
+            loc,
+            sizes,
+            lambda runs, keys, data, path: write_report(tracker.curves(runs, keys), data, path),
         )
-        return summary, ranking
+        if out.parent_run_id is not None:
+            tracker.attach(out.parent_run_id)
+            tracker.log_parent_artifacts(out.files, metrics=out.metrics, families=out.families)
+        return out
     finally:
         tracker.close()
 
 
-def _export_ranking(cfg: StudyConfig, stored: StoredStudy, out_dir: Path, files: list[Path]) -> str:
-    """The confirmed ranking's files (added to ``files``) and what the terminal shows of it."""
-    from bench.report import answer, leaderboard, ranking
-
-    metric = ranking.Metric(cfg.objective.metric, stored.direction)
-    c = cfg.confirm
-    r = ranking.rank(stored.trials, stored.confirm, metric, c.seeds, c.top_k, c.target)
-    for name, frame in (
-        ("families", r.families),
-        ("confirm", r.confirm),
-        ("pairwise", r.pairwise),
-        ("budget", r.budget),
-    ):
-        leaderboard.write_csv(frame, out_dir / f"{name}.csv")
-        files.append(out_dir / f"{name}.csv")
-    return f"{answer.ranking_table(r.families, metric)}\n\n{answer.answer(r.families, metric)}"
-
-
-def _export(cfg: StudyConfig, loc: Locations, draw: DrawSummary) -> tuple[str, str, list[Path]]:
-    from bench.report import leaderboard
+def _export(cfg: StudyConfig, loc: Locations, sizes: Sizes, draw: DrawReport) -> Published:
+    from bench.report import answer, assemble, leaderboard, ranking
+    from bench.report.page import panel_keys, panel_labels
     from bench.search import load_trials
 
-    stored = load_trials(cfg, loc)
+    stored = load_trials(cfg, loc, importance=True)
     out_dir = loc.results_dir(cfg)
-    metric = cfg.objective.metric
-    board, table = leaderboard.export(stored.trials, stored.direction, metric, out_dir, cfg.training.seed)
+    metric = ranking.Metric(cfg.objective.metric, stored.direction)
+    board, table = leaderboard.export(
+        stored.trials, stored.direction, metric.objective, out_dir, cfg.training.seed
+    )
     files = [out_dir / "leaderboard.csv", out_dir / "schedulers.csv"]
-    runs = {}
-    for _, fam in table.dropna(subset=["best_trial"]).iterrows():
-        # A family's own study numbers its trials from 0 (search.budget: per_family).
-        mine = (board["number"] == fam["best_trial"]) & (board["scheduler"] == fam["scheduler"])
-        row = board[mine].iloc[0]
-        run_id = row["mlflow_run_id"]
-        if isinstance(run_id, str) and run_id:
-            runs[f"{fam['scheduler']} (#{row['number']})"] = run_id
-    missing: list[str] = []
-    if runs:
-        missing = draw(runs, out_dir / "summary.png")
-        files.append(out_dir / "summary.png")
-    ranking = _export_ranking(cfg, stored, out_dir, files) if cfg.confirm.seeds and stored.confirm else ""
-    lines = [leaderboard.terminal_table(board, table, metric), ""]
+    r, text, said = None, "", "No answer: this study has no confirmation (confirm.seeds: 0)."
+    if cfg.confirm.seeds and stored.confirm:
+        c = cfg.confirm
+        r = ranking.rank(stored.trials, stored.confirm, metric, c.seeds, c.top_k, c.target)
+        for name, frame in (
+            ("families", r.families),
+            ("confirm", r.confirm),
+            ("pairwise", r.pairwise),
+            ("budget", r.budget),
+        ):
+            leaderboard.write_csv(frame, out_dir / f"{name}.csv")
+            files.append(out_dir / f"{name}.csv")
+        said = answer.answer(r.families, metric)
+        text = f"{answer.ranking_table(r.families, metric)}\n\n{said}"
+    data = assemble.report_input(cfg, sizes.train_rows, stored, board, table, r, said)
+    draw(panel_labels(data), panel_keys(data), data, out_dir / "report.html")
+    files.append(out_dir / "report.html")
+    lines = [leaderboard.terminal_table(board, table, metric.objective), ""]
     lines += [f"wrote {f}" for f in files]
-    if missing:
-        lines.append(
-            f"  summary.png leaves out {', '.join(missing)}: no curves in MLflow yet (another worker is "
-            "still writing them); `lrbench export` draws it again"
-        )
-    return "\n".join(lines), ranking, files
+    records = assemble.family_records(r, metric)
+    metrics = assemble.parent_metrics(r, metric)
+    return Published("\n".join(lines), text, files, metrics, records, stored.parent_run_id)

@@ -1,2 +1,3 @@
-"""What a study gives, read back from what it stored: leaderboards (:mod:`.leaderboard`) and figures
-(:mod:`.figures`). Never trains, and never imports Optuna or the MLflow writer."""
+"""What a study gives, read back from what it stored: leaderboards (:mod:`.leaderboard`), the confirmed
+ranking (:mod:`.ranking`, :mod:`.answer`) and report.html (:mod:`.assemble`, :mod:`.charts`, :mod:`.page`).
+Never trains, and never imports Optuna or the MLflow writer."""

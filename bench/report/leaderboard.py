@@ -13,7 +13,7 @@ import pandas as pd
 
 from bench.stored import StoredTrial
 
-LEADERBOARD_FIRST = ["number", "state", "scheduler", "optimizer", "lr", "seed", "value"]
+LEADERBOARD_FIRST = ["number", "state", "scheduler", "optimizer", "base_lr", "seed", "value"]
 # Read from the trial's "result" attribute (see bench.search.telling), then its run id and failure.
 RESULT_COLUMNS = [
     "best_val_accuracy",
@@ -40,7 +40,7 @@ def leaderboard(records: Sequence[StoredTrial], direction: str, seed_base: int =
             "state": r.state,
             "scheduler": params.get("scheduler"),
             "optimizer": result.get("optimizer", params.get("optimizer")),
-            "lr": result.get("lr", params.get("lr")),
+            "base_lr": result.get("lr", params.get("lr")),
             "seed": result.get("seed", seed_base + r.number),
             "value": r.value,
         }
@@ -143,7 +143,7 @@ def terminal_table(board: pd.DataFrame, table: pd.DataFrame, metric: str, top: i
     if board.empty:
         return "no trials yet"
     shown = board.head(top)[
-        ["number", "state", "scheduler", "optimizer", "lr", "value", "test_accuracy", "epochs_run"]
+        ["number", "state", "scheduler", "optimizer", "base_lr", "value", "test_accuracy", "epochs_run"]
     ]
     shown = shown.rename(columns={"value": metric})
     fams = table[
@@ -160,7 +160,9 @@ def terminal_table(board: pd.DataFrame, table: pd.DataFrame, metric: str, top: i
             f"median_{metric}",
         ]
     ]
-    trials = shown.to_string(index=False, formatters={"lr": "{:.3g}".format}, float_format="{:.4f}".format)
+    trials = shown.to_string(
+        index=False, formatters={"base_lr": "{:.3g}".format}, float_format="{:.4f}".format
+    )
     fams = fams.assign(rank=[("-" if pd.isna(r) else int(r)) for r in fams["rank"]])  # unranked: "-"
     families = fams.to_string(index=False, float_format="{:.4f}".format, na_rep="-")
     return f"Top {len(shown)} trials\n{trials}\n\nSchedule families\n{families}"

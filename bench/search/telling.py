@@ -28,18 +28,20 @@ PARENT_RUN = "mlflow_parent_run_id"  # study user attribute: the study's MLflow 
 
 
 def run_params(cfg: StudyConfig, spec: TrialSpec, result: TrialResult | None) -> dict[str, Any]:
-    """DESIGN.md's params: the family, every argument it was built with (derived ones too), the rest."""
+    """DESIGN.md's params: the family, every argument it was built with (derived ones too) named
+    ``<family>.<arg>`` as leaderboard.csv's columns are, the rest. The base LR is ``base_lr``: ``lr`` is the
+    metric of the LR curve, and a param of the same name would stand beside it in MLflow's compare view."""
     params: dict[str, Any] = {
         "scheduler": spec.scheduler,
         "optimizer": spec.optimizer,
-        "lr": spec.lr,
+        "base_lr": spec.lr,
         "epochs": cfg.training.epochs,
         "batch_size": cfg.training.batch_size,
         "seed": spec.seed,
         "dataset": cfg.task.name,
     }
     args = result.scheduler_args if result is not None else spec.scheduler_args
-    params.update({f"scheduler.{k}": v for k, v in args.items()})
+    params.update({f"{spec.scheduler}.{k}": v for k, v in args.items()})
     return params
 
 

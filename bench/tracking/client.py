@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from bench.tracking import store
+from bench.tracking.families import replace_family_runs
 from bench.tracking.inflight import InFlight
 from bench.tracking.names import (
     FAILURE_TAG,
@@ -32,6 +33,7 @@ from bench.tracking.names import (
     STAGE_TAG,
     STATE_TAG,
     STUDY_UID_TAG,
+    FamilyRecord,
 )
 from bench.tracking.server import RequestWatch
 from bench.tracking.spool import TrialRecord
@@ -186,14 +188,34 @@ class Tracker:
         if self.parent_id is not None:
             self.client.set_terminated(self.parent_id, status=status)
 
+    def attach(self, parent_run_id: str) -> None:
+        """Write to a study's existing parent run (``lrbench export``), its uid read from the run."""
+        self.parent_id = parent_run_id
+        self.uid = self.client.get_run(parent_run_id).data.tags.get(STUDY_UID_TAG, "")
+
     @_watched
-    def log_parent_artifacts(self, paths: Iterable[Path], text: Mapping[str, str] | None = None) -> None:
+    def log_parent_artifacts(
+        self,
+        paths: Iterable[Path],
+        text: Mapping[str, str] | None = None,
+        metrics: Mapping[str, float] | None = None,
+        families: Mapping[str, FamilyRecord] | None = None,
+    ) -> None:
+        """Files and texts as the parent run's artifacts, its summary metrics (latest values win), and one
+        run per ranked family under it (bench.tracking.families; those of an earlier ranking replaced)."""
+        from mlflow.entities import Metric
+
         assert self.parent_id is not None
+        if metrics:
+            ts = now_ms()
+            self.client.log_batch(self.parent_id, metrics=[Metric(k, v, ts, 0) for k, v in metrics.items()])
         for path in paths:
             if path.exists():
                 self.client.log_artifact(self.parent_id, str(path))
         for name, content in (text or {}).items():
             self.client.log_text(self.parent_id, content, name)
+        if families is not None:
+            replace_family_runs(self.client, self.experiment_id, self.parent_id, self.uid, families)
 
     # --- trial runs --------------------------------------------------------------------------------------
 

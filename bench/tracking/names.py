@@ -11,10 +11,14 @@ TEST_LOSS, TEST_ACCURACY = "test/loss", "test/accuracy"
 # Tags.
 PARENT_RUN_TAG = "mlflow.parentRunId"  # mlflow.utils.mlflow_tags.MLFLOW_PARENT_RUN_ID
 STUDY_UID_TAG = "lrbench.study_uid"  # one study's runs, apart from another's of the same name
-ROLE_TAG = "lrbench.role"  # "study" on a study's parent run
+ROLE_TAG = "lrbench.role"  # "study" on a study's parent run, "family" on a ranked family's run
 STAGE_TAG = "lrbench.stage"  # a trial run's stage: "search" or "confirm"
 STATE_TAG, FAILURE_TAG = "state", "failure"
 ORPHAN_TAG = "lrbench.orphan"  # on a trial run that is no trial's run (why): never counted
+
+# A ranked family's run (bench.tracking.families): its summary metrics, and its chosen configuration as
+# params.
+FamilyRecord = tuple[dict[str, float], dict[str, str]]
 
 # Optuna's trial state (and KILLED: a trial its process did not finish) -> MLflow's run status.
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED", "KILLED": "KILLED"}

@@ -23,6 +23,7 @@ from bench.errors import TrackingServerDown
 from bench.faults import durable_write
 from bench.tracking.client import Curves, RunStart, Tracker, TrialStates, now_ms
 from bench.tracking.curves import metric_points
+from bench.tracking.names import FamilyRecord
 from bench.tracking.server import stopped_answering
 from bench.tracking.spool import Spool, TrialRecord
 
@@ -136,8 +137,13 @@ def _close_parent(status: str) -> None:
     _request(lambda t: t.close_parent(status))
 
 
-def _log_parent_artifacts(paths: Sequence[Path], text: Mapping[str, str]) -> None:
-    _request(lambda t: t.log_parent_artifacts(paths, text))
+def _log_parent_artifacts(
+    paths: Sequence[Path],
+    text: Mapping[str, str],
+    metrics: Mapping[str, float],
+    families: Mapping[str, FamilyRecord] | None,
+) -> None:
+    _request(lambda t: t.log_parent_artifacts(paths, text, metrics, families))
 
 
 def _draw(runs: Mapping[str, str], keys: Sequence[str], draw: Callable[..., T], *args: Any) -> T:
@@ -334,9 +340,17 @@ class Writer:
         return self._submit(_close_orphans, uid, study, dict(trials), read_at)
 
     def log_parent_artifacts(
-        self, paths: Sequence[Path] = (), text: Mapping[str, str] | None = None
+        self,
+        paths: Sequence[Path] = (),
+        text: Mapping[str, str] | None = None,
+        metrics: Mapping[str, float] | None = None,
+        families: Mapping[str, FamilyRecord] | None = None,
     ) -> Future[None]:
-        return self._submit(_log_parent_artifacts, list(paths), dict(text or {}))
+        """Files and texts on the parent run, its summary metrics, and one run per ranked family (None:
+        the family runs as they are)."""
+        return self._submit(
+            _log_parent_artifacts, list(paths), dict(text or {}), dict(metrics or {}), families
+        )
 
     def close_parent(self, status: str) -> Future[None]:
         """After every trial's writes (the writer takes requests in order)."""

@@ -1,0 +1,98 @@
+"""The report's "reproduce it" section: for each family's chosen configuration the torch code that uses it in
+your own loop and the ``lrbench train`` command that re-trains it; the library versions; the study's
+settings in one line."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Mapping
+from importlib import metadata
+
+import pandas as pd
+
+from bench.config import StudyConfig
+from bench.report.page import Reproduction
+from bench.schedules import get
+from bench.schedules.code import optimizer_code, scheduler_code
+
+LIBRARIES = ("lrbench", "torch", "optuna", "mlflow", "numpy", "pandas", "scipy", "scikit-learn", "plotly")
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def settings(cfg: StudyConfig, train_rows: int) -> str:
+    """The study in one line: task, model, budget per family, seeds, metric."""
+    t, m, o, c = cfg.training, cfg.model, cfg.optuna, cfg.confirm
+    model = "-".join(str(h) for h in m.hidden)
+    opt = "/".join(t.optimizer)
+    budget = (
+        f"{o.n_trials} trials per family"
+        if cfg.search.budget == "per_family"
+        else f"{o.n_trials} trials in all"
+    )
+    confirm = (
+        f"top {c.top_k} per family re-trained on {c.seeds} paired seeds" if c.seeds else "no confirmation"
+    )
+    test = "test_accuracy" if cfg.objective.metric == "val_accuracy" else "test_loss"
+    return (
+        f"task {cfg.task.name} ({train_rows} training rows) · MLP hidden {model} {m.activation} · {opt}, "
+        f"batch {t.batch_size}, {t.epochs} epochs · {budget} ({o.sampler}, pruner {o.pruner}) · {confirm} · "
+        f"chosen on {cfg.objective.metric}, ranked on {test}"
+    )
+
+
+def reproductions(cfg: StudyConfig, chosen: pd.DataFrame, steps_per_epoch: int) -> dict[str, Reproduction]:
+    """``chosen``: a row per family with ``family``, ``optimizer``, ``base_lr``, ``scheduler_args`` (JSON,
+    every argument as resolved), ``seed`` and ``split_seed``."""
+    out = {}
+    for _, row in chosen.iterrows():
+        family = str(row["family"])
+        if not isinstance(row["scheduler_args"], str) or pd.isna(row["base_lr"]):
+            continue
+        args = json.loads(row["scheduler_args"])
+        lr = float(row["base_lr"])
+        horizon = get(family).horizon(cfg.training.epochs, steps_per_epoch, lr)
+        snippet = scheduler_code(family, args, horizon)
+        optimizer = optimizer_code(
+            str(row["optimizer"]), lr, cfg.training.momentum, cfg.training.weight_decay
+        )
+        code = "\n".join(["import torch", snippet.text(optimizer)])
+        out[family] = Reproduction(family, code, _command(cfg, family, args, row))
+    return out
+
+
+def _command(cfg: StudyConfig, family: str, args: Mapping[str, object], row: pd.Series) -> str:
+    t, task, m = cfg.training, cfg.task, cfg.model
+    words = ["lrbench", "train"]
+    if task.csv:
+        words += ["--csv", task.csv, "--target", str(task.target)]
+        for column in task.drop:
+            words += ["--drop", column]
+        if task.label_map:
+            words += ["--label-map", json.dumps(dict(task.label_map))]
+    else:
+        words += ["--dataset", str(task.dataset)]
+    words += ["--scheduler", family]
+    for name, value in args.items():
+        words += ["--set", f"{name}={json.dumps(value) if isinstance(value, list) else value!r}"]
+    words += ["--optimizer", str(row["optimizer"]), "--lr", repr(float(row["base_lr"]))]
+    if row["optimizer"] == "sgd":
+        words += ["--momentum", repr(t.momentum)]
+    if t.weight_decay:
+        words += ["--weight-decay", repr(t.weight_decay)]
+    words += ["--epochs", str(t.epochs), "--batch-size", str(t.batch_size), "--hidden", *map(str, m.hidden)]
+    if m.activation != "relu":
+        words += ["--activation", m.activation]
+    if m.dropout:
+        words += ["--dropout", repr(m.dropout)]
+    words += ["--seed", str(int(row["seed"])), "--split-seed", str(int(row["split_seed"]))]
+    return " ".join(shlex.quote(w) for w in words)
