@@ -166,7 +166,7 @@ def seeds(confirm: pd.DataFrame, order: Sequence[str], test: str, colours: Mappi
             )
         )
     fig.update_xaxes(categoryorder="array", categoryarray=list(order), tickangle=-35)
-    return _layout(fig, 420, yaxis_title=test, showlegend=False)
+    return _layout(fig, 420, yaxis_title=test)  # its legend shows or hides a family
 
 
 def budget(
@@ -263,37 +263,23 @@ def panel(
     if not by_epoch.empty:
         x = [(int(e) + 1) * steps_per_epoch for e in by_epoch.index]
         lo, hi, mean = by_epoch.min(axis=1), by_epoch.max(axis=1), by_epoch.mean(axis=1)
-        fig.add_trace(
-            go.Scatter(x=x, y=hi, mode="lines", line={"width": 0}, hoverinfo="skip", showlegend=False),
-            row=2,
-            col=1,
-        )
-        fig.add_trace(
-            go.Scatter(
-                x=x,
-                y=lo,
-                mode="lines",
-                line={"width": 0},
-                fill="tonexty",
-                fillcolor=_alpha(colour, 0.25),
-                hoverinfo="skip",
-                showlegend=False,
-            ),
-            row=2,
-            col=1,
-        )
-        fig.add_trace(
-            go.Scatter(
-                x=x,
-                y=mean,
-                mode="lines",
-                line={"color": colour, "width": 1.8},
-                customdata=list(by_epoch.index),
-                hovertemplate=f"epoch %{{customdata}}: mean {objective} %{{y:.4f}}<extra></extra>",
-                showlegend=False,
-            ),
-            row=2,
-            col=1,
+        band = {"mode": "lines", "line": {"width": 0}, "hoverinfo": "skip", "showlegend": False}
+        fig.add_traces(
+            [
+                go.Scatter(x=x, y=hi, **band),
+                go.Scatter(x=x, y=lo, fill="tonexty", fillcolor=_alpha(colour, 0.25), **band),
+                go.Scatter(
+                    x=x,
+                    y=mean,
+                    mode="lines",
+                    line={"color": colour, "width": 1.8},
+                    customdata=list(by_epoch.index),
+                    hovertemplate=f"epoch %{{customdata}}: mean {objective} %{{y:.4f}}<extra></extra>",
+                    showlegend=False,
+                ),
+            ],
+            rows=2,
+            cols=1,
         )
     fig.update_yaxes(
         type="log", range=[math.log10(ranges[0][0]), math.log10(ranges[0][1])], title_text="LR", row=1, col=1

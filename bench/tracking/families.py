@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from bench.tracking.names import PARENT_RUN_TAG, ROLE_TAG, STAGE_TAG, STUDY_UID_TAG, FamilyRecord
+from bench.tracking.names import PARENT_RUN_TAG, ROLE_TAG, STUDY_UID_TAG, FamilyRecord
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -29,13 +29,8 @@ def replace_family_runs(
     for old in client.search_runs([experiment_id], filter_string=query, max_results=1000):
         client.delete_run(old.info.run_id)
     for family, (metrics, params) in families.items():
-        tags = {
-            PARENT_RUN_TAG: parent_id,
-            STUDY_UID_TAG: uid,
-            ROLE_TAG: FAMILY_ROLE,
-            STAGE_TAG: "ranking",
-            "scheduler": family,
-        }
+        # No lrbench.stage: that tag is a trial run's (search or confirm); the role tells these apart.
+        tags = {PARENT_RUN_TAG: parent_id, STUDY_UID_TAG: uid, ROLE_TAG: FAMILY_ROLE, "scheduler": family}
         mark = "=" if metrics.get("tied_for_best") else ""
         name = f"rank {int(metrics.get('rank', 0)):02d}{mark} {family}"
         run = client.create_run(experiment_id, run_name=name, tags=tags)
