@@ -63,6 +63,7 @@ ALLOWED: dict[str, set[str]] = {
         "bench.tracking.names",
         "bench.analysis",
         "bench.config",
+        "bench.data",
         "bench.schedules",
     },
     "bench.__main__": {"bench.cli"},

@@ -227,3 +227,26 @@ def test_a_ranking_of_a_confirmation_not_finished_or_diverged_names_why_and_does
     fam = r.families.set_index("family")
     assert fam.loc["A", "status"] == "confirmed" and fam.loc["A", "rank"] == 1
     assert fam.loc["B", "status"] == "diverged in confirmation"
+
+
+@pytest.mark.parametrize("value", ["cos", "linear", "true", True, False, 0.5, 1e-05, 3, [10, 20], "[1]"])
+def test_the_reports_train_command_gives_each_argument_back_as_it_was(value: object) -> None:
+    import shlex
+
+    from bench.cli.commands import parse_value
+    from bench.report.reproduce import _value
+
+    word = shlex.split(shlex.quote(f"x={_value(value)}"))[0]
+    assert parse_value(word.partition("=")[2]) == value
+
+
+def test_the_report_says_what_the_train_command_cannot() -> None:
+    import dataclasses
+
+    from bench import config
+    from bench.report.reproduce import _caveat
+
+    cfg = config.load(SMOKE)
+    assert _caveat(cfg) == ""
+    odd = dataclasses.replace(cfg, task=dataclasses.replace(cfg.task, test_size=0.3))
+    assert "task.test_size: 0.3" in _caveat(odd)

@@ -71,3 +71,12 @@ def test_ranges_that_differ_by_trial_are_joined_and_too_few_trials_give_none() -
     assert set(got) == {"CosineAnnealingLR"}  # StepLR: two trials, and nothing varied
     assert set(got["CosineAnnealingLR"]) == {"lr", "CosineAnnealingLR.eta_min"}
     assert math.isclose(sum(got["CosineAnnealingLR"].values()), 1.0)
+
+
+def test_a_family_whose_trials_all_tied_has_no_importance() -> None:
+    """Accuracy on small data ties often: fANOVA has no variance to explain, and the family is left out
+    (Optuna's evaluator would raise)."""
+    lr = FloatDistribution(1e-4, 1e-1, log=True)
+    tied = [_trial("StepLR", {"lr": 0.001 * (i + 1)}, {"lr": lr}, value=1.0) for i in range(4)]
+    varied = [_trial("constant", {"lr": 0.001 * (i + 1)}, {"lr": lr}, value=float(i)) for i in range(4)]
+    assert set(by_family(tied + varied, StudyDirection.MAXIMIZE)) == {"constant"}

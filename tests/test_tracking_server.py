@@ -77,7 +77,7 @@ def test_writes_to_a_tracking_server_go_several_at_once_in_order_with_their_erro
             got = writer._request(lambda t, run_id=run_id: t.history(run_id, "lr"))
             assert got == [(s, 0.1 * s + n) for s in range(5)]
         assert not any(spool.exists() for spool in spools)
-        # The summary figure's curves, read several at once, each under its own run's label.
+        # The report's curves, read several at once, each under its own run's label.
         curves = writer._draw({f"#{n}": run_id for n, run_id in enumerate(run_ids)}, ["lr", "val/loss"], dict)
         assert curves == {
             f"#{n}": {"lr": [(s, 0.1 * s + n) for s in range(5)], "val/loss": []} for n in range(3)

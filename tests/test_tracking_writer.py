@@ -110,7 +110,7 @@ def test_a_request_to_the_writer_comes_after_the_writes_deferred_before_it(
     tmp_path: Path, breast_cancer: Task, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A finished trial's writes may wait in the study process (runs being created go first); a request
-    that reads from MLflow (the summary figure's curves) sees them all the same."""
+    that reads from MLflow (the report's curves) sees them all the same."""
     result = train(breast_cancer, TrainConfig(scheduler="StepLR", epochs=3))
     writer = Writer(f"sqlite:///{tmp_path / 'mlflow.db'}", "order", tmp_path / "spool")
     try:

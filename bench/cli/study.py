@@ -1,5 +1,5 @@
-"""``lrbench study`` and ``lrbench export``: run a study, and write what a study gives (leaderboard CSVs,
-the summary figure, the terminal's table) from its stores."""
+"""``lrbench study``, ``lrbench export`` and ``lrbench report``: run a study, and write what a study gives
+(leaderboard and ranking CSVs, report.html, the terminal's tables) from its stores."""
 
 from __future__ import annotations
 
@@ -177,7 +177,12 @@ def _export(cfg: StudyConfig, loc: Locations, sizes: Sizes, draw: DrawReport) ->
         stored.trials, stored.direction, metric.objective, out_dir, cfg.training.seed
     )
     files = [out_dir / "leaderboard.csv", out_dir / "schedulers.csv"]
-    r, text, said = None, "", "No answer: this study has no confirmation (confirm.seeds: 0)."
+    r, text = None, ""
+    said = (
+        "No answer: this study has no confirmation (confirm.seeds: 0)."
+        if not cfg.confirm.seeds
+        else "No answer yet: the confirmation has not run; run the study again to go on."
+    )
     if cfg.confirm.seeds and stored.confirm:
         c = cfg.confirm
         r = ranking.rank(stored.trials, stored.confirm, metric, c.seeds, c.top_k, c.target)
@@ -191,6 +196,9 @@ def _export(cfg: StudyConfig, loc: Locations, sizes: Sizes, draw: DrawReport) ->
             files.append(out_dir / f"{name}.csv")
         said = answer.answer(r.families, metric)
         text = f"{answer.ranking_table(r.families, metric)}\n\n{said}"
+    if r is None:  # the tuning-budget curves need the search alone
+        leaderboard.write_csv(ranking.budget_table(stored.trials, metric), out_dir / "budget.csv")
+        files.append(out_dir / "budget.csv")
     data = assemble.report_input(cfg, sizes.train_rows, stored, board, table, r, said)
     draw(panel_labels(data), panel_keys(data), data, out_dir / "report.html")
     files.append(out_dir / "report.html")

@@ -14,6 +14,7 @@ from bench.cli.stores import check_folder, check_tracking
 from bench.cli.study import study_locations
 from bench.config import StudyConfig
 from bench.errors import UserError
+from bench.tracking.names import test_metric, val_metric_key
 from bench.uris import is_tracking_server, shown
 
 if TYPE_CHECKING:
@@ -35,9 +36,8 @@ def views(experiment: str, cfg: StudyConfig) -> list[tuple[str, str]]:
     """Pages of the study's runs that open flat (the filter leaves the parent run out, so its children are
     not folded under it) and sorted: the ranking, one run per family, best first; and the search's trials,
     best first."""
-    loss = cfg.objective.metric == "val_loss"
-    test = "test_loss" if loss else "test_accuracy"
-    val = "val/loss" if loss else "val/accuracy"
+    loss = cfg.objective.metric == "val_loss"  # lower is better: sorted ascending
+    test, val = test_metric(cfg.objective.metric), val_metric_key(cfg.objective.metric)
 
     def page(search: str, key: str) -> str:
         query = {"searchFilter": search, "orderByKey": key, "orderByAsc": str(loss).lower()}

@@ -15,8 +15,14 @@ def _names(names: list[str], most: int = 4) -> str:
     return ", ".join(names[:-1]) + (" and " if len(names) > 1 else "") + names[-1]
 
 
+def p_text(p: float) -> str:
+    """A p-value shown to two decimals, or as a bound below 0.01."""
+    return "< 0.001" if p < 0.001 else "< 0.01" if p < 0.01 else f"{p:.2f}"
+
+
 def _p(p: float) -> str:
-    return "p < 0.001" if p < 0.001 else "p < 0.01" if p < 0.01 else f"p = {p:.2f}"
+    text = p_text(p)
+    return f"p {text}" if text.startswith("<") else f"p = {text}"
 
 
 def ranking_table(families: pd.DataFrame, metric: Metric) -> str:

@@ -12,7 +12,7 @@ import pandas as pd
 from bench.config import StudyConfig
 from bench.report import reproduce
 from bench.report.page import ReportInput
-from bench.report.ranking import Metric, Ranking
+from bench.report.ranking import Metric, Ranking, budget_table
 from bench.schedules import get
 from bench.stored import StoredStudy, StoredTrial
 from bench.tracking.names import LR, FamilyRecord, val_metric_key
@@ -37,13 +37,12 @@ def _panels(
         chosen = r.confirm[r.confirm["chosen"]].sort_values("seed_index")
         for _, row in chosen.iterrows():
             family = str(row["family"])
-            found = cells.get((family, int(row["config"]), int(row["seed_index"])))
-            if found is None:
+            trial = cells.get((family, int(row["config"]), int(row["seed_index"])))
+            if trial is None:
                 continue
-            t = found
             if family not in runs or get(family).needs_metric:
-                runs.setdefault(family, []).append(str(t.user_attrs["mlflow_run_id"]))
-            curve = (t.user_attrs.get("result") or {}).get("val_curve") or []
+                runs.setdefault(family, []).append(str(trial.user_attrs["mlflow_run_id"]))
+            curve = (trial.user_attrs.get("result") or {}).get("val_curve") or []
             vals.setdefault(family, []).append([(e, v) for e, v in enumerate(curve) if v is not None])
     for family, rows in board.groupby("scheduler", sort=True):
         best = rows[rows["state"] == "COMPLETE"].head(1)  # the leaderboard is best first
@@ -123,8 +122,9 @@ def report_input(
         families=r.families if r is not None else None,
         confirm=r.confirm if r is not None else None,
         pairwise=r.pairwise if r is not None else None,
-        budget=r.budget if r is not None else None,
+        budget=r.budget if r is not None else budget_table(stored.trials, metric),
         order=order,
+        untried=[f for f in cfg.schedulers if f not in order],
         panel_runs=runs,
         panel_vals=vals,
         importance=stored.importance,

@@ -12,18 +12,26 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from bench.report.ranking import BASELINE
+
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
-BASELINE = "constant"
 TIED, NOT_TIED = "#1b7837", "#b2182b"
 
 
 def palette(families: Sequence[str]) -> dict[str, str]:
-    """A distinct colour per family (plotly's 24-colour Dark24, then Light24), in rank order."""
+    """A distinct colour per family, in rank order: plotly's Alphabet (26 colours chosen to be told apart,
+    Green-Armytage's), then Dark24, without those too pale to see on white (relative luminance over 0.7)."""
     import plotly.express as px
+    from plotly.colors import hex_to_rgb
 
-    colours = px.colors.qualitative.Dark24 + px.colors.qualitative.Light24
+    def luminance(colour: str) -> float:
+        r, g, b = hex_to_rgb(colour)
+        return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255
+
+    both = px.colors.qualitative.Alphabet + px.colors.qualitative.Dark24
+    colours = [c for c in both if luminance(c) <= 0.7]
     return {f: colours[i % len(colours)] for i, f in enumerate(families)}
 
 
@@ -290,8 +298,9 @@ def panel(
 
 
 def _alpha(colour: str, alpha: float) -> str:
-    c = colour.lstrip("#")
-    r, g, b = (int(c[i : i + 2], 16) for i in (0, 2, 4))
+    from plotly.colors import hex_to_rgb
+
+    r, g, b = hex_to_rgb(colour)
     return f"rgba({r},{g},{b},{alpha})"
 
 
@@ -318,8 +327,8 @@ def importance(family: str, values: Mapping[str, float], colour: str) -> go.Figu
 
 
 def history(family: str, trials: pd.DataFrame, objective: str, sign: float, colour: str) -> go.Figure:
-    """The family's search: each trial's objective (pruned ones: the last value they reported) and the best
-    so far."""
+    """The family's search: each trial's objective (a pruned one: the best value it reported before it
+    stopped, leaderboard.csv's best_reported) and the best so far."""
     import plotly.graph_objects as go
 
     trials = trials.sort_values("number")

@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from bench.report import charts
+from bench.report.answer import p_text
+from bench.tracking.names import Curves
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
-Curves = Mapping[str, Mapping[str, list[tuple[int, float]]]]  # label -> metric key -> (step, value) points
 TEMPLATES = Path(__file__).with_name("templates")
 
 
@@ -30,6 +31,7 @@ class Reproduction:
     family: str
     code: str  # Python: the optimizer and the scheduler, and how the loop steps it
     command: str  # lrbench train ..., seed index 0 of the confirmation (or the search's trial)
+    caveat: str = ""  # what of the study the command cannot say
 
 
 @dataclass(frozen=True)
@@ -52,8 +54,9 @@ class ReportInput:
     families: pd.DataFrame | None  # families.csv (None: no confirmation)
     confirm: pd.DataFrame | None
     pairwise: pd.DataFrame | None
-    budget: pd.DataFrame | None
+    budget: pd.DataFrame
     order: Sequence[str]  # families, best first
+    untried: Sequence[str]  # the study's families without a trial (a joint search never chose them)
     panel_runs: Mapping[str, Sequence[str]]
     panel_vals: Mapping[str, Sequence[Sequence[tuple[int, float]]]]  # family -> by seed, stored ones
     importance: Mapping[str, Mapping[str, float]]
@@ -151,13 +154,6 @@ def _per_family(data: ReportInput, colours: Mapping[str, str]) -> list[dict[str,
     return out
 
 
-def _p(p: float | None) -> str:
-    """A p-value as the terminal prints it."""
-    if p is None or pd.isna(p):
-        return ""
-    return "< 0.001" if p < 0.001 else "< 0.01" if p < 0.01 else f"{p:.2f}"
-
-
 def _ranking_rows(families: pd.DataFrame) -> list[dict[str, object]]:
     rows = []
     for _, r in families.iterrows():
@@ -170,8 +166,8 @@ def _ranking_rows(families: pd.DataFrame) -> list[dict[str, object]]:
                 "mean": f"{r['mean']:.4f}" if confirmed else r["status"],
                 "ci": f"[{r['ci_low']:.4f}, {r['ci_high']:.4f}]" if confirmed else "",
                 "diff": "" if pd.isna(r["p_vs_best"]) else f"{r['diff_vs_best']:+.4f}",
-                "p": _p(r["p_vs_best"]),
-                "p_constant": _p(r["p_vs_constant"]),
+                "p": "" if pd.isna(r["p_vs_best"]) else p_text(r["p_vs_best"]),
+                "p_constant": "" if pd.isna(r["p_vs_constant"]) else p_text(r["p_vs_constant"]),
             }
         )
     return rows
@@ -184,7 +180,6 @@ def render(curves: Curves, data: ReportInput) -> str:
     order = list(data.order)
     colours = charts.palette(order)
     figures = dict.fromkeys(("forest", "seeds", "ttt", "budget"), "")
-    ranked = None
     if data.families is not None and data.confirm is not None and data.pairwise is not None:
         ranked = data.families[data.families["status"] == "confirmed"]
         if not ranked.empty:
@@ -194,7 +189,7 @@ def render(curves: Curves, data: ReportInput) -> str:
             )
             if ranked["epochs_to_target"].notna().any():
                 figures["ttt"] = _html(charts.time_to_target(ranked, colours), "time-to-target")
-    if data.budget is not None and not data.budget.empty:
+    if not data.budget.empty:
         figures["budget"] = _html(charts.budget(data.budget, order, data.objective, colours), "budget")
     panels = _panels(data, curves, colours)
     env = jinja2.Environment(
@@ -208,7 +203,8 @@ def render(curves: Curves, data: ReportInput) -> str:
         figures=figures,
         ranking=_ranking_rows(data.families) if data.families is not None else [],
         panels=panels,
-        no_curves=[f for f in order if f not in {family for family, _ in panels}],
+        no_curves=[f for f in data.panel_runs if f not in {family for family, _ in panels}],
+        no_runs=[f for f in order if f not in data.panel_runs],
         per_family=_per_family(data, colours),
         colours=colours,
         search_table=data.search.to_html(

@@ -19,6 +19,7 @@ import pandas as pd
 from bench.analysis import budget
 from bench.analysis import stats as st
 from bench.stored import StoredTrial
+from bench.tracking.names import test_metric
 
 BASELINE = "constant"  # the family every other is also compared with, and whose runs set the target
 
@@ -32,7 +33,7 @@ class Metric:
 
     @property
     def test(self) -> str:
-        return "test_accuracy" if self.objective == "val_accuracy" else "test_loss"
+        return test_metric(self.objective)
 
     @property
     def sign(self) -> float:
@@ -194,7 +195,7 @@ def rank(
     scores = np.array([metric.sign * cols[f][metric.test].to_numpy(dtype=float) for f in names])
     families = _family_rows(search, metric, names, scores, cols, chosen, table)
     pairwise = _pairwise(names, scores, metric)
-    return Ranking(families, table, pairwise, _budget(search, metric))
+    return Ranking(families, table, pairwise, budget_table(search, metric))
 
 
 def _family_rows(
@@ -319,7 +320,7 @@ def _pairwise(names: list[str], scores: np.ndarray, metric: Metric) -> pd.DataFr
     return pd.DataFrame(rows, columns=columns)
 
 
-def _budget(search: Sequence[StoredTrial], metric: Metric) -> pd.DataFrame:
+def budget_table(search: Sequence[StoredTrial], metric: Metric) -> pd.DataFrame:
     """Per family, the expected best validation objective after n = 1..N of its N trials: COMPLETE ones
     with their value, PRUNED ones with the last value they reported (what the tuning got from them; left
     out, the survivors of the pruner alone would make the curve look better than tuning is)."""

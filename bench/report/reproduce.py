@@ -4,6 +4,7 @@ settings in one line."""
 
 from __future__ import annotations
 
+import ast
 import json
 import shlex
 from collections.abc import Mapping
@@ -12,9 +13,11 @@ from importlib import metadata
 import pandas as pd
 
 from bench.config import StudyConfig
+from bench.data import DataConfig
 from bench.report.page import Reproduction
 from bench.schedules import get
 from bench.schedules.code import optimizer_code, scheduler_code
+from bench.tracking.names import test_metric
 
 LIBRARIES = ("lrbench", "torch", "optuna", "mlflow", "numpy", "pandas", "scipy", "scikit-learn", "plotly")
 
@@ -42,7 +45,7 @@ def settings(cfg: StudyConfig, train_rows: int) -> str:
     confirm = (
         f"top {c.top_k} per family re-trained on {c.seeds} paired seeds" if c.seeds else "no confirmation"
     )
-    test = "test_accuracy" if cfg.objective.metric == "val_accuracy" else "test_loss"
+    test = test_metric(cfg.objective.metric)
     return (
         f"task {cfg.task.name} ({train_rows} training rows) · MLP hidden {model} {m.activation} · {opt}, "
         f"batch {t.batch_size}, {t.epochs} epochs · {budget} ({o.sampler}, pruner {o.pruner}) · {confirm} · "
@@ -66,7 +69,7 @@ def reproductions(cfg: StudyConfig, chosen: pd.DataFrame, steps_per_epoch: int) 
             str(row["optimizer"]), lr, cfg.training.momentum, cfg.training.weight_decay
         )
         code = "\n".join(["import torch", snippet.text(optimizer)])
-        out[family] = Reproduction(family, code, _command(cfg, family, args, row))
+        out[family] = Reproduction(family, code, _command(cfg, family, args, row), _caveat(cfg))
     return out
 
 
@@ -83,7 +86,7 @@ def _command(cfg: StudyConfig, family: str, args: Mapping[str, object], row: pd.
         words += ["--dataset", str(task.dataset)]
     words += ["--scheduler", family]
     for name, value in args.items():
-        words += ["--set", f"{name}={json.dumps(value) if isinstance(value, list) else value!r}"]
+        words += ["--set", f"{name}={_value(value)}"]
     words += ["--optimizer", str(row["optimizer"]), "--lr", repr(float(row["base_lr"]))]
     if row["optimizer"] == "sgd":
         words += ["--momentum", repr(t.momentum)]
@@ -96,3 +99,29 @@ def _command(cfg: StudyConfig, family: str, args: Mapping[str, object], row: pd.
         words += ["--dropout", repr(m.dropout)]
     words += ["--seed", str(int(row["seed"])), "--split-seed", str(int(row["split_seed"]))]
     return " ".join(shlex.quote(w) for w in words)
+
+
+def _value(value: object) -> str:
+    """An argument as ``--set`` reads it back (bench.cli.commands.parse_value): a string plainly where it
+    reads back as itself, anything else as a literal."""
+    if isinstance(value, list):
+        return json.dumps(value)
+    if isinstance(value, str) and value.lower() not in ("true", "false"):
+        try:
+            ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            return value
+    return repr(value)
+
+
+def _caveat(cfg: StudyConfig) -> str:
+    """The study's data settings that ``lrbench train`` has no option for, where they are not its
+    defaults."""
+    default, task = DataConfig(), cfg.task
+    keys = ["test_size", "val_size"] + (
+        ["rows", "features", "classes"] if task.dataset == "synthetic" else []
+    )
+    differ = [f"task.{k}: {getattr(task, k)}" for k in keys if getattr(task, k) != getattr(default, k)]
+    if not differ:
+        return ""
+    return f"The command trains on lrbench train's defaults where this study differs: {', '.join(differ)}."

@@ -134,7 +134,6 @@ def optimizer_code(name: str, lr: float, momentum: float, weight_decay: float) -
     args = {"lr": lr}
     if name == "sgd":
         args["momentum"] = momentum
-    if weight_decay:
-        args["weight_decay"] = weight_decay
+    args["weight_decay"] = weight_decay  # always: AdamW's own default is 0.01, lrbench's 0
     cls = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}[name]
     return f"optimizer = torch.optim.{cls}(model.parameters(), {_kwargs(args)})"

@@ -45,14 +45,17 @@ def by_family(
     trials: Sequence[FrozenTrial], direction: StudyDirection, n_trees: int = N_TREES, seed: int = 0
 ) -> dict[str, dict[str, float]]:
     """family -> {parameter: importance (summing to 1)}, for each family with at least MIN_TRIALS completed
-    trials and at least one parameter that varied; seeded, so the same trials give the same answer."""
+    trials, two values among them and at least one parameter that varied; seeded, so the same trials give
+    the same answer."""
     groups: dict[str, list[FrozenTrial]] = {}
     for t in trials:
         if t.state == TrialState.COMPLETE and t.value is not None:
             groups.setdefault(str(t.params.get("scheduler")), []).append(t)
     out: dict[str, dict[str, float]] = {}
     for family, mine in sorted(groups.items()):
-        if len(mine) < MIN_TRIALS:
+        # fANOVA explains the variance of the values: with one value (every trial tied, as accuracy often
+        # is on small data) there is none, and Optuna's evaluator refuses.
+        if len(mine) < MIN_TRIALS or len({t.value for t in mine}) < 2:
             continue
         names = sorted(set.intersection(*(set(t.params) for t in mine)) - {"scheduler"})
         common = {n: _common([t.distributions[n] for t in mine]) for n in names}

@@ -33,6 +33,7 @@ from bench.tracking.names import (
     STAGE_TAG,
     STATE_TAG,
     STUDY_UID_TAG,
+    Curves,
     FamilyRecord,
 )
 from bench.tracking.server import RequestWatch
@@ -44,7 +45,6 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 T = TypeVar("T")
-Curves = dict[str, dict[str, list[tuple[int, float]]]]  # label -> metric key -> (step, value) points
 # What a worker opening a study knows of each trial: number -> (Optuna state, MLflow run id, failure).
 TrialStates = Mapping[str, tuple[str, str | None, str | None]]
 

@@ -28,6 +28,15 @@ MAX_PARAM_CHARS = 6000
 MAX_TAG_CHARS = 5000
 
 
+# Curves read back from MLflow: label -> metric key -> (step, value) points.
+Curves = dict[str, dict[str, list[tuple[int, float]]]]
+
+
+def test_metric(objective_metric: str) -> str:
+    """The test metric that ranks a study whose objective (on validation) is ``objective_metric``."""
+    return "test_accuracy" if objective_metric == "val_accuracy" else "test_loss"
+
+
 def val_metric_key(objective_metric: str) -> str:
     """The MLflow metric of a study's objective (``val_accuracy`` -> ``val/accuracy``)."""
     return VAL_ACCURACY if objective_metric == "val_accuracy" else VAL_LOSS

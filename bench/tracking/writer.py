@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from bench.errors import TrackingServerDown
 from bench.faults import durable_write
-from bench.tracking.client import Curves, RunStart, Tracker, TrialStates, now_ms
+from bench.tracking.client import RunStart, Tracker, TrialStates, now_ms
 from bench.tracking.curves import metric_points
-from bench.tracking.names import FamilyRecord
+from bench.tracking.names import Curves, FamilyRecord
 from bench.tracking.server import stopped_answering
 from bench.tracking.spool import Spool, TrialRecord
 
