@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
+# True once plotly has drawn every chart of the page (on a loaded machine, well after the page's load).
+DRAWN = "[...document.querySelectorAll('.plotly-graph-div')].every(d => d.querySelector('.main-svg'))"
 
 
 def chromium() -> str | None:
@@ -51,7 +53,7 @@ def visit(
             page.on("pageerror", lambda e: out.errors.append(str(e)))
             page.on("request", lambda r: out.requests.append(r.url) if r.url != url else None)
             page.goto(url, wait_until="load")
-            page.wait_for_timeout(500)  # plotly draws after load
+            page.wait_for_function(DRAWN, timeout=60_000)
             for selector in count:
                 out.counts[selector] = page.locator(selector).count()
             for selector in text:
