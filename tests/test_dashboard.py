@@ -1,4 +1,4 @@
-"""optuna-dashboard (docs/mlflow.md: watching a study live) over lrbench's journal, through its WSGI app: every
+"""optuna-dashboard (docs/mlflow.md) over lrbench's journal, through its WSGI app: every
 study of a run is listed with all its trials, it reads while lrbench holds the journal's lock, and it writes
 nothing there."""
 

@@ -134,6 +134,13 @@ class StudyConfig:
             return self.optuna.warmup_epochs
         return max(1, -(-self.training.epochs // 3))
 
+    def confirm_task(self, seed_index: int) -> DataConfig:
+        """The data confirmation seed index ``seed_index`` trains on: with ``resplit``, a fresh split of its
+        own (``task.split_seed + 1 + seed_index``), the same for every family."""
+        if not self.confirm.resplit:
+            return self.task
+        return dataclasses.replace(self.task, split_seed=self.task.split_seed + 1 + seed_index)
+
     def comparable(self) -> dict[str, Any]:
         """The parts that must not change for results to stay comparable when a study resumes."""
         plain = dataclasses.asdict(self)

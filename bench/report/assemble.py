@@ -19,7 +19,7 @@ from bench.tracking.names import LR, FamilyRecord, val_metric_key
 
 
 def _panels(
-    stored: StoredStudy, r: Ranking | None, board: pd.DataFrame
+    stored: StoredStudy, r: Ranking | None, best: dict[str, pd.Series]
 ) -> tuple[dict[str, list[str]], dict[str, list[list[tuple[int, float]]]]]:
     """What each family's small multiple draws: run ids whose LR curves MLflow holds, and the validation
     curves by seed where the study stored them. A chosen configuration's runs: the first seed's LR (the
@@ -44,18 +44,23 @@ def _panels(
                 runs.setdefault(family, []).append(str(trial.user_attrs["mlflow_run_id"]))
             curve = (trial.user_attrs.get("result") or {}).get("val_curve") or []
             vals.setdefault(family, []).append([(e, v) for e, v in enumerate(curve) if v is not None])
-    for family, rows in board.groupby("scheduler", sort=True):
-        best = rows[rows["state"] == "COMPLETE"].head(1)  # the leaderboard is best first
-        if str(family) not in runs and not best.empty and isinstance(best["mlflow_run_id"].iloc[0], str):
-            runs[str(family)] = [best["mlflow_run_id"].iloc[0]]
+    for family, row in best.items():
+        if family not in runs and isinstance(row["mlflow_run_id"], str):
+            runs[family] = [row["mlflow_run_id"]]
     return runs, vals
 
 
-def _chosen_rows(
-    cfg: StudyConfig, r: Ranking | None, table: pd.DataFrame, board: pd.DataFrame
-) -> pd.DataFrame:
+def _best_search_rows(table: pd.DataFrame, board: pd.DataFrame) -> dict[str, pd.Series]:
+    """Each family's best search trial (schedulers.csv's ``best_trial``), as its leaderboard.csv row."""
+    out = {}
+    for _, fam in table.dropna(subset=["best_trial"]).iterrows():
+        mine = (board["number"] == fam["best_trial"]) & (board["scheduler"] == fam["scheduler"])
+        out[str(fam["scheduler"])] = board[mine].iloc[0]
+    return out
+
+
+def _chosen_rows(cfg: StudyConfig, r: Ranking | None, best: dict[str, pd.Series]) -> pd.DataFrame:
     """A row per family to reproduce: the confirmed choice on seed index 0, or the best search trial."""
-    split = cfg.task.split_seed
     rows = []
     if r is not None:
         for _, f in r.families[r.families["status"] == "confirmed"].iterrows():
@@ -63,26 +68,14 @@ def _chosen_rows(
                 {
                     **f[["family", "optimizer", "base_lr", "scheduler_args"]].to_dict(),
                     "seed": cfg.training.seed,
-                    "split_seed": split + 1 if cfg.confirm.resplit else split,
+                    "split_seed": cfg.confirm_task(0).split_seed,
                 }
             )
     done = {row["family"] for row in rows}
-    for _, fam in table.dropna(subset=["best_trial"]).iterrows():
-        if fam["scheduler"] in done:
-            continue
-        best = board[(board["number"] == fam["best_trial"]) & (board["scheduler"] == fam["scheduler"])].iloc[
-            0
-        ]
-        rows.append(
-            {
-                "family": fam["scheduler"],
-                "optimizer": best["optimizer"],
-                "base_lr": best["base_lr"],
-                "scheduler_args": best["scheduler_args"],
-                "seed": best["seed"],
-                "split_seed": split,
-            }
-        )
+    for family, row in best.items():
+        if family not in done:
+            columns = ["optimizer", "base_lr", "scheduler_args", "seed"]
+            rows.append({"family": family, **row[columns].to_dict(), "split_seed": cfg.task.split_seed})
     return pd.DataFrame(
         rows, columns=["family", "optimizer", "base_lr", "scheduler_args", "seed", "split_seed"]
     )
@@ -98,7 +91,8 @@ def report_input(
     answer: str,
 ) -> ReportInput:
     metric = Metric(cfg.objective.metric, stored.direction)
-    runs, vals = _panels(stored, r, board)
+    best = _best_search_rows(table, board)
+    runs, vals = _panels(stored, r, best)
     steps = math.ceil(train_rows / cfg.training.batch_size)
     confirmed: list[str] = []
     if r is not None:
@@ -128,7 +122,7 @@ def report_input(
         panel_runs=runs,
         panel_vals=vals,
         importance=stored.importance,
-        reproduce=reproduce.reproductions(cfg, _chosen_rows(cfg, r, table, board), steps),
+        reproduce=reproduce.reproductions(cfg, _chosen_rows(cfg, r, best), steps),
         versions=reproduce.versions(),
         seeds=seeds,
         definition=cfg.to_yaml(),

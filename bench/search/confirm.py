@@ -11,7 +11,6 @@ parent run, tagged ``lrbench.stage=confirm``. One population per seed index (one
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import sys
@@ -23,7 +22,6 @@ import optuna
 from optuna.trial import TrialState
 
 from bench.config import StudyConfig
-from bench.data import DataConfig
 from bench.search.opening import OpenedStudy
 from bench.search.progress import Progress
 from bench.search.round import Round, ask_places
@@ -67,13 +65,6 @@ def choose(cfg: StudyConfig, trials: Sequence[optuna.trial.FrozenTrial]) -> list
             args = json.loads(result["scheduler_args"])
             chosen.append(Chosen(family, t.number, result["optimizer"], float(result["lr"]), args))
     return chosen
-
-
-def split_of(cfg: StudyConfig, seed_index: int) -> DataConfig:
-    """The data seed index ``seed_index`` trains on."""
-    if not cfg.confirm.resplit:
-        return cfg.task
-    return dataclasses.replace(cfg.task, split_seed=cfg.task.split_seed + 1 + seed_index)
 
 
 def cell_key(cell: dict[str, Any]) -> tuple[str, int, int]:
@@ -176,7 +167,7 @@ def run_confirmation(
             todo = [c for c in chosen if (c.family, c.config, i) not in held]
             if not todo:
                 continue
-            task = load_task(split_of(cfg, i), device)
+            task = load_task(cfg.confirm_task(i), device)
             source = _Cells(cfg, opened, todo, i, places, me)
             Round(cfg, source, writer, steps_per_epoch, told).run(task, len(todo), None)
     finally:
