@@ -26,7 +26,7 @@ def cache_dir() -> Path | None:
         return None
 
 
-def write_whole(path: Path, write: Callable[[BinaryIO], None]) -> None:
+def write_whole(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """``write`` into a temporary file beside ``path``, then renamed into place: processes that read the
     same file at once never see half of it. Raises OSError where the folder cannot be written."""
     path.parent.mkdir(parents=True, exist_ok=True)

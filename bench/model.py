@@ -1,5 +1,6 @@
 """The MLP of the reference task (30-64-32-1, ReLU), generalised: hidden sizes, activation, dropout, and an
-output size taken from the task (one logit for two classes, one per class otherwise)."""
+output size taken from the task (one logit for two classes, one per class otherwise, one output for a
+regression); its loss and its score (accuracy, or a regression's RMSE)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     from torch import nn
     from torch.nn import functional as F
 else:
+    torch = LazyModule("torch")
     nn = LazyModule("torch.nn")
     F = LazyModule("torch.nn.functional")
 
@@ -36,7 +38,8 @@ class ModelConfig:
 
 
 def output_size(n_classes: int) -> int:
-    """Binary tasks use one logit with BCE-with-logits; more classes use cross-entropy over n logits."""
+    """Binary tasks use one logit with BCE-with-logits; more classes use cross-entropy over n logits; a
+    regression task (which counts one class) has its one output."""
     return 1 if n_classes == 2 else n_classes
 
 
@@ -71,27 +74,35 @@ def build_mlp(n_features: int, n_classes: int, cfg: ModelConfig) -> nn.Sequentia
     return nn.Sequential(*layers)
 
 
-def mean_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean loss over the batch (a tensor: no host sync): binary cross-entropy on one logit, cross-entropy
-    otherwise.
+def mean_loss(out: torch.Tensor, y: torch.Tensor, regression: bool = False) -> torch.Tensor:
+    """Mean loss over the batch (a tensor: no host sync): MSE for a regression (on the standardised
+    target), binary cross-entropy on one logit, cross-entropy otherwise.
 
-    logits (..., B, outputs) and labels (..., B): any leading axes are kept, so a population's
+    out (..., B, outputs) and targets (..., B): any leading axes are kept, so a population's
     (K, B, outputs) gives one loss per member, and a plain (B, outputs) gives a scalar.
     """
-    if logits.shape[-1] == 1:
-        z = logits.squeeze(-1)
+    if regression:
+        per_row = F.mse_loss(out.squeeze(-1), y, reduction="none")
+    elif out.shape[-1] == 1:
+        z = out.squeeze(-1)
         per_row = F.binary_cross_entropy_with_logits(z, y.to(z.dtype), reduction="none")
     else:
-        flat = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none")
+        flat = F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1), reduction="none")
         per_row = flat.view(y.shape)
     return per_row.mean(-1)
 
 
-def loss_and_correct(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`mean_loss` and the number of correct predictions (for evaluation; training steps need the loss
-    alone)."""
-    if logits.shape[-1] == 1:
-        correct = ((logits.squeeze(-1) >= 0).to(y.dtype) == y).sum(-1)
+def loss_and_score(
+    out: torch.Tensor, y: torch.Tensor, target_std: float | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`mean_loss` and the task's score in float64 (for evaluation; training steps need the loss
+    alone): the share of correct predictions, or given a regression target's std, the RMSE in the
+    target's own units, sqrt(MSE on the standardised target) x std."""
+    if target_std is not None:
+        loss = mean_loss(out, y, regression=True)
+        return loss, loss.to(torch.float64).sqrt() * target_std
+    if out.shape[-1] == 1:
+        correct = ((out.squeeze(-1) >= 0).to(y.dtype) == y).sum(-1)
     else:
-        correct = (logits.argmax(-1) == y).sum(-1)
-    return mean_loss(logits, y), correct
+        correct = (out.argmax(-1) == y).sum(-1)
+    return mean_loss(out, y), correct.to(torch.float64) / y.shape[-1]

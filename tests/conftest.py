@@ -27,6 +27,12 @@ def breast_cancer() -> Task:
 
 
 @pytest.fixture(scope="session")
+def diabetes() -> Task:
+    """The regression task: scikit-learn's diabetes data (442 rows, 10 features), scored by RMSE."""
+    return load_task(DataConfig(dataset="diabetes"))
+
+
+@pytest.fixture(scope="session")
 def tiny_task() -> Task:
     """A small task with several steps per epoch: fast enough to train once per registry family."""
     return load_task(DataConfig(dataset="synthetic", rows=160, features=6, classes=3))

@@ -59,6 +59,7 @@ ALLOWED: dict[str, set[str]] = {
     },
     "bench.analysis": set(),
     "bench.report": {
+        "bench.cache",
         "bench.stored",
         "bench.tracking.names",
         "bench.analysis",
@@ -69,6 +70,7 @@ ALLOWED: dict[str, set[str]] = {
     "bench.__main__": {"bench.cli"},
     "bench.cli": {
         "bench.errors",
+        "bench.cache",
         "bench.journal",
         "bench.uris",
         "bench.config",

@@ -65,7 +65,29 @@ def test_members_match_the_reference_trainer(breast_cancer: Task, optimizer: str
         for mine, theirs in zip(pop.member_weights(i), ref_weights, strict=True):
             assert _max_rel(mine, theirs) <= 1e-5, (cfg.scheduler, _max_rel(mine, theirs))
         assert got.val_loss == pytest.approx(ref.val_loss, rel=1e-4)
-        assert got.test_accuracy == pytest.approx(ref.test_accuracy, abs=1 / len(task.y_test) + 1e-9)
+        assert got.test_score == pytest.approx(ref.test_score, abs=1 / len(task.y_test) + 1e-9)
+
+
+@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
+def test_regression_members_match_the_reference_trainer(diabetes: Task, optimizer: str) -> None:
+    """The same contract on a regression task (MSE on the standardised target, RMSE in its units): weights
+    within 1e-5 after 3 epochs, the same losses and RMSEs, the best RMSE the lowest."""
+    cfgs = _cfgs(optimizer, epochs=3, lr=LRS[optimizer])
+    pop = Population(diabetes, cfgs)
+    results = pop.train()
+    for i, (cfg, got) in enumerate(zip(cfgs, results, strict=True)):
+        ref = train(diabetes, cfg, keep_model=True)
+        assert got.score == ref.score == "rmse"
+        assert got.lrs == ref.lrs, cfg.scheduler
+        assert ref.model is not None
+        for mine, theirs in zip(
+            pop.member_weights(i), [p.detach() for p in ref.model.parameters()], strict=True
+        ):
+            assert _max_rel(mine, theirs) <= 1e-5, (cfg.scheduler, _max_rel(mine, theirs))
+        assert got.val_loss == pytest.approx(ref.val_loss, rel=1e-4)
+        assert got.val_score == pytest.approx(ref.val_score, rel=1e-4)
+        assert got.test_score == pytest.approx(ref.test_score, rel=1e-4)
+        assert got.best_val_score == min(got.val_score)
 
 
 # A population of four where two members stop early (after their epochs 0 and 1) and two join in their
@@ -165,12 +187,9 @@ def test_pruned_and_diverged_members_are_frozen_and_the_rest_go_on(breast_cancer
 
     ok, bad, pruned = train_population(breast_cancer, cfgs, hook)
     assert (
-        bad.diverged
-        and bad.diverged_step is not None
-        and bad.epochs_run == 1
-        and math.isnan(bad.test_accuracy)
+        bad.diverged and bad.diverged_step is not None and bad.epochs_run == 1 and math.isnan(bad.test_score)
     )
-    assert pruned.stopped_early and pruned.epochs_run == 2 and not math.isnan(pruned.test_accuracy)
+    assert pruned.stopped_early and pruned.epochs_run == 2 and not math.isnan(pruned.test_score)
     assert ok.epochs_run == 6 and len(ok.lrs) == 6 * ok.steps_per_epoch and not ok.diverged
     assert bad.diverged_step == train(breast_cancer, cfgs[1]).diverged_step
     assert (1, 0) not in seen and [e for i, e in seen if i == 2] == [0, 1]
@@ -194,7 +213,7 @@ def test_members_are_handed_over_as_soon_as_they_end(breast_cancer: Task) -> Non
         return i == 2 and m.epoch == 1  # type: ignore[attr-defined]
 
     def done(i: int, r: object) -> None:
-        final = (r.epochs_run, r.diverged, r.stopped_early, math.isnan(r.test_accuracy))  # type: ignore[attr-defined]
+        final = (r.epochs_run, r.diverged, r.stopped_early, math.isnan(r.test_score))  # type: ignore[attr-defined]
         events.append(("done", i, final[0]))
         finals[i] = final
 
@@ -254,7 +273,7 @@ print("ok")
 
 
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
-@pytest.mark.parametrize("task_name", ["breast_cancer", "tiny_task"])  # one logit; three classes
+@pytest.mark.parametrize("task_name", ["breast_cancer", "tiny_task", "diabetes"])  # 1 logit; 3 classes; MSE
 def test_each_members_gradient_is_its_own_models(
     request: pytest.FixtureRequest, task_name: str, activation: str
 ) -> None:
@@ -270,7 +289,7 @@ def test_each_members_gradient_is_its_own_models(
     for i in range(3):
         torch.manual_seed(i)
         mlp = build_mlp(task.n_features, task.n_classes, model)
-        loss = mean_loss(mlp(x[i]), y[i])
+        loss = mean_loss(mlp(x[i]), y[i], task.regression)
         loss.backward()
         grads = [p.grad.t() if p.grad.dim() == 2 else p.grad for p in mlp.parameters()]
         mine = torch.cat([g.reshape(-1) for g in grads])

@@ -24,7 +24,7 @@ REFERENCE = dict(
 @pytest.mark.slow
 def test_reference_experiment_reaches_the_article_accuracy(breast_cancer: Task) -> None:
     """Seed 002: Adam 1e-3, StepLR(20, 0.5), batch 32, 50 epochs; the article reports about 0.956."""
-    accuracies = [train(breast_cancer, TrainConfig(**REFERENCE, seed=s)).test_accuracy for s in range(5)]
+    accuracies = [train(breast_cancer, TrainConfig(**REFERENCE, seed=s)).test_score for s in range(5)]
     assert statistics.mean(accuracies) >= 0.94, accuracies
 
 
@@ -40,7 +40,7 @@ def test_same_seed_gives_identical_metrics(breast_cancer: Task, optimizer: str) 
     cfg = TrainConfig(scheduler="OneCycleLR", optimizer=optimizer, lr=0.01, epochs=5, seed=3)
     a, b = train(breast_cancer, cfg), train(breast_cancer, cfg)
     assert a.lrs == b.lrs and a.val_loss == b.val_loss and a.train_loss == b.train_loss
-    assert a.test_loss == b.test_loss and a.test_accuracy == b.test_accuracy
+    assert a.test_loss == b.test_loss and a.test_score == b.test_score
     c = train(
         breast_cancer, TrainConfig(scheduler="OneCycleLR", optimizer=optimizer, lr=0.01, epochs=5, seed=4)
     )
@@ -52,14 +52,14 @@ def test_huge_lr_diverges_with_the_step(breast_cancer: Task) -> None:
     assert result.diverged and result.diverged_step is not None
     assert 0 <= result.diverged_step < result.epochs_run * result.steps_per_epoch
     assert result.epochs_run < 20
-    assert math.isnan(result.test_accuracy)
+    assert math.isnan(result.test_score)
 
 
 def test_records_every_step_and_epoch(breast_cancer: Task) -> None:
     result = train(breast_cancer, TrainConfig(scheduler="StepLR", scheduler_args={"step_size": 2}, epochs=4))
     assert len(result.lrs) == 4 * result.steps_per_epoch
-    assert len(result.train_loss) == len(result.val_loss) == len(result.val_accuracy) == 4
-    assert 0 <= result.test_accuracy <= 1 and result.test_loss > 0
+    assert len(result.train_loss) == len(result.val_loss) == len(result.val_score) == 4
+    assert 0 <= result.test_score <= 1 and result.test_loss > 0
     assert result.train_loss[-1] < result.train_loss[0]
 
 
@@ -74,12 +74,12 @@ def test_on_epoch_sees_each_epoch_and_can_stop(breast_cancer: Task) -> None:
     assert [m.epoch for m in seen] == [0, 1, 2]
     assert result.stopped_early and result.epochs_run == 3
     assert seen[-1].val_loss == result.val_loss[-1]
-    assert not math.isnan(result.test_accuracy)
+    assert not math.isnan(result.test_score)
 
 
 def test_multiclass_training(tiny_task: Task) -> None:
     result = train(tiny_task, TrainConfig(scheduler="CosineAnnealingLR", lr=0.01, epochs=20))
-    assert result.best_val_accuracy > 1 / tiny_task.n_classes + 0.1
+    assert result.best_val_score > 1 / tiny_task.n_classes + 0.1
 
 
 @pytest.mark.parametrize(

@@ -105,6 +105,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         csv=args.csv,
         target=args.target,
         drop=tuple(args.drop or ()),
+        kind=args.kind or "",
         label_map=_label_map(args.label_map) if args.label_map else None,
         split_seed=args.split_seed,
     )
@@ -121,6 +122,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         model=ModelConfig(hidden=tuple(args.hidden), activation=args.activation, dropout=args.dropout),
     )
     cfg.check()
+    kind = data_cfg.task_kind
     task = load_task(data_cfg, resolve_device(args.device))
     steps = math.ceil(len(task.y_train) / cfg.batch_size)
     schedules.check(cfg.scheduler, cfg.scheduler_args, lr=cfg.lr, epochs=cfg.epochs, steps_per_epoch=steps)
@@ -139,7 +141,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(
         f"  epochs {result.epochs_run}/{cfg.epochs}, {result.steps_per_epoch} steps/epoch, "
         f"{result.seconds:.2f} s; "
-        f"final val acc {summary['val_accuracy']:.4f}, best {result.best_val_accuracy:.4f}"
+        f"final val {kind.label} {summary[f'val_{kind.score}']:.4f}, best {result.best_val_score:.4f} "
+        f"({kind.better})"
     )
-    print(f"  test accuracy {result.test_accuracy:.4f}, test loss {result.test_loss:.4f}")
+    print(f"  test {kind.label} {result.test_score:.4f}, test loss {result.test_loss:.4f}")
     return 0

@@ -36,11 +36,11 @@ def views(experiment: str, cfg: StudyConfig) -> list[tuple[str, str]]:
     """Pages of the study's runs that open flat (the filter leaves the parent run out, so its children are
     not folded under it) and sorted: the ranking, one run per family, best first; and the search's trials,
     best first."""
-    loss = cfg.objective.metric == "val_loss"  # lower is better: sorted ascending
+    ascending = cfg.direction == "minimize"  # a loss or an RMSE: lower is better
     test, val = test_metric(cfg.objective.metric), val_metric_key(cfg.objective.metric)
 
     def page(search: str, key: str) -> str:
-        query = {"searchFilter": search, "orderByKey": key, "orderByAsc": str(loss).lower()}
+        query = {"searchFilter": search, "orderByKey": key, "orderByAsc": str(ascending).lower()}
         return f"#/experiments/{experiment}/runs?{MACHINE_LEARNING}&{urlencode(query, quote_via=quote)}"
 
     return [

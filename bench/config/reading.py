@@ -35,6 +35,25 @@ def _training(raw: Any) -> TrainingSection:
     return section(TrainingSection, raw, "training")
 
 
+def _task(raw: Any) -> DataConfig:
+    """The task section, with its kind as the data makes it (a built-in dataset's own, else
+    classification) unless given."""
+    task = section(DataConfig, raw, "task")
+    try:
+        kind = task.task_kind
+    except UserError as exc:
+        raise UserError(f"task.{exc}") from None
+    return dataclasses.replace(task, kind=kind.name)
+
+
+def _objective(raw: Any, task: DataConfig) -> ObjectiveSection:
+    """The objective section; its metric is the task's score (val_accuracy, val_rmse) unless given."""
+    objective = section(ObjectiveSection, raw, "objective")
+    if objective.metric:
+        return objective
+    return dataclasses.replace(objective, metric=f"val_{task.task_kind.score}")
+
+
 def _schedulers(raw: Any) -> dict[str, dict[str, Any]]:
     """'all' (default), a list of families, or a mapping family -> {argument: narrowed range}."""
     if raw is None or raw == "all":
@@ -95,17 +114,20 @@ def parse(raw: Any, source: str = "<study>") -> StudyConfig:
         raise UserError(f"{source}: a study definition is a YAML mapping, got {type(raw).__name__}")
     known = [f.name for f in dataclasses.fields(StudyConfig)]
     unknown = [k for k in raw if k not in known]
+    if "tasks" in unknown or "protocol" in unknown:
+        raise UserError("this is a suite definition (it has tasks), not a study: run it with lrbench suite")
     if unknown:
         raise UserError(f"{unknown[0]} is not a known key; a study takes: {', '.join(known)}")
     name = check_name(raw.get("name"))
+    task = _task(raw.get("task"))
     cfg = StudyConfig(
         name=name,
         description=convert(raw.get("description", ""), str, "description"),
-        task=section(DataConfig, raw.get("task"), "task"),
+        task=task,
         model=section(ModelConfig, raw.get("model"), "model"),
         training=_training(raw.get("training")),
         schedulers=_schedulers(raw.get("schedulers")),
-        objective=section(ObjectiveSection, raw.get("objective"), "objective"),
+        objective=_objective(raw.get("objective"), task),
         optuna=section(OptunaSection, raw.get("optuna"), "optuna"),
         search=section(SearchSection, raw.get("search"), "search"),
         confirm=section(ConfirmSection, raw.get("confirm"), "confirm"),
@@ -125,10 +147,14 @@ def load_sized(path: str | Path) -> tuple[StudyConfig, Sizes]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"study file not found: {path}")
-    cfg = parse(read_yaml(path), str(path))
+    return with_data(parse(read_yaml(path), str(path)), path.parent)
+
+
+def with_data(cfg: StudyConfig, folder: Path) -> tuple[StudyConfig, Sizes]:
+    """The study with its CSV path (if any) relative to ``folder``, the definition's, and its data's sizes
+    (the data loaded and checked)."""
     if cfg.task.csv and not Path(cfg.task.csv).is_absolute():
-        # A CSV path in a study file is relative to the study file.
-        candidate = path.parent / cfg.task.csv
+        candidate = folder / cfg.task.csv
         if candidate.is_file():
             cfg = dataclasses.replace(cfg, task=dataclasses.replace(cfg.task, csv=str(candidate)))
     try:

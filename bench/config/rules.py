@@ -7,7 +7,7 @@ import re
 
 from bench import model
 from bench.config.schema import BUDGETS, METRICS, PRUNERS, SAMPLERS, FloatRange, StudyConfig, TrainingSection
-from bench.data import DataConfig
+from bench.data import KINDS, DataConfig
 from bench.errors import UserError
 from bench.train.device import DEVICE_FORM
 from bench.train.optimizers import OPTIMIZERS
@@ -101,6 +101,13 @@ def check_sections(cfg: StudyConfig) -> None:
     objective = cfg.objective
     if objective.metric not in METRICS:
         raise UserError(f"objective.metric must be one of {', '.join(METRICS)}, got {objective.metric!r}")
+    kind = cfg.kind
+    scores = {f"val_{k.score}": k for k in KINDS.values()}
+    if objective.metric in scores and scores[objective.metric] != kind:
+        raise UserError(
+            f"objective.metric: {objective.metric} scores a {scores[objective.metric].name} task, but "
+            f"task {cfg.task.name} is a {kind.name} task; use val_{kind.score} or val_loss"
+        )
     if objective.direction not in ("", "maximize", "minimize"):
         raise UserError(f"objective.direction must be maximize or minimize, got {objective.direction!r}")
     if objective.reduce not in ("final", "best"):

@@ -2,7 +2,7 @@
 
 ```yaml
 name: breast_cancer
-task: {dataset: breast_cancer}            # or {csv: PATH, target: COLUMN, drop: [...], label_map: {...}}
+task: {dataset: breast_cancer}            # or {csv: PATH, target: COLUMN, kind: regression, drop: [...]}
 model: {hidden: [64, 32], activation: relu, dropout: 0.0}
 training:
   optimizer: adam                          # or a list to search over: [adam, sgd]
@@ -10,7 +10,7 @@ training:
   epochs: 50
   batch_size: 32
 schedulers: all                            # or a list of families, or a mapping family -> narrowed ranges
-objective: {metric: val_accuracy}          # direction follows the metric unless given
+objective: {metric: val_loss}              # default: the task's score (val_accuracy, or val_rmse)
 optuna: {sampler: tpe, pruner: median, n_trials: 100, seed: 0}
 search: {budget: per_family}               # n_trials for each family, each sampled and pruned on its own
 confirm: {top_k: 3, seeds: 10, resplit: true}   # the best configurations re-trained on paired seeds
@@ -28,12 +28,13 @@ from typing import Any
 
 import yaml
 
-from bench.data import DataConfig
+from bench.data import DataConfig, Kind
 from bench.model import ModelConfig
 
 SAMPLERS = ("tpe", "random", "qmc", "cmaes", "grid")
 PRUNERS = ("none", "median", "successive_halving", "hyperband")
-METRICS = {"val_accuracy": "maximize", "val_loss": "minimize"}
+# The objectives and their directions: the validation loss, and each kind of task's score (bench.data.KINDS).
+METRICS = {"val_accuracy": "maximize", "val_loss": "minimize", "val_rmse": "minimize"}
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,8 @@ class TrainingSection:
 
 @dataclass(frozen=True)
 class ObjectiveSection:
-    metric: str = "val_accuracy"
+    # A study's is the task's score (val_accuracy, val_rmse) unless given: set as it is read (.reading).
+    metric: str = ""
     direction: str = ""  # derived from the metric when empty
     reduce: str = "final"  # final: the last epoch's value (the model that is tested); best: the best epoch's
 
@@ -127,6 +129,11 @@ class StudyConfig:
         return self.objective.direction or METRICS[self.objective.metric]
 
     @property
+    def kind(self) -> Kind:
+        """The task's kind: its score's name (``accuracy``, ``rmse``) and direction."""
+        return self.task.task_kind
+
+    @property
     def warmup_epochs(self) -> int:
         """Epochs before the pruner may stop a trial: the study's, or a third of the run (a schedule that
         starts slow, a warmup or OneCycle's rise, is not judged on its start)."""
@@ -145,6 +152,10 @@ class StudyConfig:
         """The parts that must not change for results to stay comparable when a study resumes."""
         plain = dataclasses.asdict(self)
         out = {key: plain[key] for key in ("task", "model", "training", "schedulers", "objective", "search")}
+        # Classification is left out: a classification study's definition is the same whether its kind is
+        # written or not, so that the studies stored without it resume.
+        if out["task"]["kind"] == "classification":
+            out["task"] = {k: v for k, v in out["task"].items() if k != "kind"}
         # How trials are batched does not change what they compute (the engines' contract tests).
         out["training"] = {k: v for k, v in out["training"].items() if k not in ("engine", "population_size")}
         return out | {"direction": self.direction}

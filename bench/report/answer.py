@@ -30,8 +30,8 @@ def ranking_table(families: pd.DataFrame, metric: Metric) -> str:
     if ranked.empty:
         return "no confirmed ranking"
     lines = [
-        f"Ranking on {int(ranked['seeds'].max())} paired seeds ({metric.test}, mean [95 % CI]; "
-        "= tied for best: not significantly worse than the best)"
+        f"Ranking on {int(ranked['seeds'].max())} paired seeds ({metric.test}, mean [95 % CI], "
+        f"{metric.better}; = tied for best: not significantly worse than the best)"
     ]
     for _, r in ranked.iterrows():
         mark = "=" if r["tied_for_best"] else " "
@@ -60,8 +60,10 @@ def answer(families: pd.DataFrame, metric: Metric) -> str:
         return "No answer: no family has a confirmed configuration."
     ranked = ranked.assign(tied_for_best=ranked["tied_for_best"].astype(bool))
     best = ranked.iloc[0]
-    what = metric.test.replace("_", " ")
-    text = f"Best: {best['family']}, {what} {best['mean']:.4f} [{best['ci_low']:.4f}, {best['ci_high']:.4f}]"
+    text = (
+        f"Best: {best['family']}, {metric.label} {best['mean']:.4f} "
+        f"[{best['ci_low']:.4f}, {best['ci_high']:.4f}]"
+    )
     tied = [str(f) for f in ranked[ranked["tied_for_best"]]["family"] if f != best["family"]]
     if tied:
         text += f"; tied with {_names(tied)}"

@@ -90,7 +90,7 @@ def report_input(
     r: Ranking | None,
     answer: str,
 ) -> ReportInput:
-    metric = Metric(cfg.objective.metric, stored.direction)
+    metric = Metric.of(cfg, stored.direction)
     best = _best_search_rows(table, board)
     runs, vals = _panels(stored, r, best)
     steps = math.ceil(train_rows / cfg.training.batch_size)
@@ -106,6 +106,7 @@ def report_input(
         settings=reproduce.settings(cfg, train_rows),
         objective=metric.objective,
         test=metric.test,
+        better=metric.better,
         sign=metric.sign,
         lr_key=LR,
         val_key=val_metric_key(cfg.objective.metric),

@@ -1,5 +1,8 @@
 """Leaderboards: ``leaderboard.csv`` (one row per trial) and ``schedulers.csv`` (one row per schedule
-family, ranked by its best trial), from a stored study's records alone, and the terminal's table."""
+family, ranked by its best trial), from a stored study's records alone, and the terminal's table.
+
+The task's score names its columns: ``test_accuracy``, ``best_val_accuracy``, ... for classification,
+``test_rmse``, ``best_val_rmse``, ... for regression (``score``, as the trial stored them)."""
 
 from __future__ import annotations
 
@@ -14,23 +17,33 @@ import pandas as pd
 from bench.stored import StoredTrial
 
 LEADERBOARD_FIRST = ["number", "state", "scheduler", "optimizer", "base_lr", "seed", "value"]
-# Read from the trial's "result" attribute (see bench.search.telling), then its run id and failure.
-RESULT_COLUMNS = [
-    "best_val_accuracy",
-    "final_val_accuracy",
-    "best_val_loss",
-    "final_val_loss",
-    "test_accuracy",
-    "test_loss",
-    "epochs_run",
-    "seconds",
-]
-# best_reported: the best value a trial reported to the pruner (what a pruned trial showed before it stopped).
-LEADERBOARD_LAST = [*RESULT_COLUMNS, "best_reported", "mlflow_run_id", "failure", "scheduler_args"]
 
 
-def leaderboard(records: Sequence[StoredTrial], direction: str, seed_base: int = 0) -> pd.DataFrame:
+def result_columns(score: str = "accuracy") -> list[str]:
+    """Read from the trial's "result" attribute (see bench.search.telling), then its run id and failure."""
+    return [
+        f"best_val_{score}",
+        f"final_val_{score}",
+        "best_val_loss",
+        "final_val_loss",
+        f"test_{score}",
+        "test_loss",
+        "epochs_run",
+        "seconds",
+    ]
+
+
+def leaderboard_last(score: str = "accuracy") -> list[str]:
+    """The columns after the sampled arguments. best_reported: the best value a trial reported to the
+    pruner (what a pruned trial showed before it stopped)."""
+    return [*result_columns(score), "best_reported", "mlflow_run_id", "failure", "scheduler_args"]
+
+
+def leaderboard(
+    records: Sequence[StoredTrial], direction: str, seed_base: int = 0, score: str = "accuracy"
+) -> pd.DataFrame:
     """One row per trial, best first (finished trials before pruned and failed ones)."""
+    last = leaderboard_last(score)
     rows = []
     for r in records:
         attrs, params = r.user_attrs, r.params
@@ -46,7 +59,7 @@ def leaderboard(records: Sequence[StoredTrial], direction: str, seed_base: int =
         }
         # Every sampled argument, namespaced by family (<family>.<arg>), as Optuna stored it.
         row.update({k: v for k, v in params.items() if "." in k})
-        row.update({k: result.get(k) for k in RESULT_COLUMNS})
+        row.update({k: result.get(k) for k in result_columns(score)})
         reported = [v for v in r.intermediate.values() if math.isfinite(v)]
         row["best_reported"] = (
             (max(reported) if direction == "maximize" else min(reported)) if reported else None
@@ -59,8 +72,8 @@ def leaderboard(records: Sequence[StoredTrial], direction: str, seed_base: int =
         rows.append(row)
     frame = pd.DataFrame(rows)
     if frame.empty:
-        return pd.DataFrame(columns=LEADERBOARD_FIRST + LEADERBOARD_LAST)
-    arg_cols = sorted(c for c in frame.columns if c not in LEADERBOARD_FIRST + LEADERBOARD_LAST)
+        return pd.DataFrame(columns=LEADERBOARD_FIRST + last)
+    arg_cols = sorted(c for c in frame.columns if c not in LEADERBOARD_FIRST + last)
     # Integer arguments stay integers beside the blanks of other families' rows (pandas would make them
     # floats); which ones are integers is read off the stored values, before the frame mixes them.
     integer = {
@@ -70,7 +83,7 @@ def leaderboard(records: Sequence[StoredTrial], direction: str, seed_base: int =
         if col in integer:
             frame[col] = frame[col].astype("Int64")
     frame["epochs_run"] = frame["epochs_run"].astype("Int64")  # blank for a trial that failed before it ran
-    frame = frame[LEADERBOARD_FIRST + arg_cols + LEADERBOARD_LAST]
+    frame = frame[LEADERBOARD_FIRST + arg_cols + last]
     order = {"COMPLETE": 0, "PRUNED": 1, "FAIL": 2, "RUNNING": 3, "WAITING": 4}
     frame["_state"] = frame["state"].map(order)
     frame = frame.sort_values(
@@ -79,8 +92,10 @@ def leaderboard(records: Sequence[StoredTrial], direction: str, seed_base: int =
     return frame.drop(columns="_state").reset_index(drop=True)
 
 
-def schedulers_table(board: pd.DataFrame, direction: str, metric: str) -> pd.DataFrame:
-    """One row per family: trial counts by state, the best trial's value and test accuracy, the median value
+def schedulers_table(
+    board: pd.DataFrame, direction: str, metric: str, score: str = "accuracy"
+) -> pd.DataFrame:
+    """One row per family: trial counts by state, the best trial's value and test score, the median value
     over its complete trials, and the rank of its best value. A family none of whose trials completed is
     "all pruned" (its best value: the best any of its trials reported before it was stopped), unranked."""
     rows = []
@@ -107,7 +122,7 @@ def schedulers_table(board: pd.DataFrame, direction: str, metric: str) -> pd.Dat
                 "failed": int((group["state"] == "FAIL").sum()),
                 f"best_{metric}": value,
                 "best_trial": None if best is None else int(best["number"]),
-                "test_accuracy": None if best is None else best["test_accuracy"],
+                f"test_{score}": None if best is None else best[f"test_{score}"],
                 f"median_{metric}": complete["value"].median() if not complete.empty else None,
             }
         )
@@ -129,21 +144,28 @@ def write_csv(frame: pd.DataFrame, path: Path) -> None:
 
 
 def export(
-    records: Sequence[StoredTrial], direction: str, metric: str, out_dir: Path, seed_base: int = 0
+    records: Sequence[StoredTrial],
+    direction: str,
+    metric: str,
+    out_dir: Path,
+    seed_base: int = 0,
+    score: str = "accuracy",
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    board = leaderboard(records, direction, seed_base)
-    table = schedulers_table(board, direction, metric)
+    board = leaderboard(records, direction, seed_base, score)
+    table = schedulers_table(board, direction, metric, score)
     write_csv(board, out_dir / "leaderboard.csv")
     write_csv(table, out_dir / "schedulers.csv")
     return board, table
 
 
-def terminal_table(board: pd.DataFrame, table: pd.DataFrame, metric: str, top: int = 10) -> str:
+def terminal_table(
+    board: pd.DataFrame, table: pd.DataFrame, metric: str, top: int = 10, score: str = "accuracy"
+) -> str:
     """The end-of-study summary printed in the terminal."""
     if board.empty:
         return "no trials yet"
     shown = board.head(top)[
-        ["number", "state", "scheduler", "optimizer", "base_lr", "value", "test_accuracy", "epochs_run"]
+        ["number", "state", "scheduler", "optimizer", "base_lr", "value", f"test_{score}", "epochs_run"]
     ]
     shown = shown.rename(columns={"value": metric})
     fams = table[
@@ -156,7 +178,7 @@ def terminal_table(board: pd.DataFrame, table: pd.DataFrame, metric: str, top: i
             "pruned",
             "failed",
             f"best_{metric}",
-            "test_accuracy",
+            f"test_{score}",
             f"median_{metric}",
         ]
     ]

@@ -8,7 +8,6 @@ draws; plotly.js is embedded once, so the page opens with no network).
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from bench.cache import write_whole
 from bench.report import charts
 from bench.report.answer import p_text
 from bench.tracking.names import Curves
@@ -42,8 +42,9 @@ class ReportInput:
 
     name: str
     settings: str
-    objective: str  # val_loss / val_accuracy
-    test: str  # test_loss / test_accuracy
+    objective: str  # val_loss / val_accuracy / val_rmse
+    test: str  # test_loss / test_accuracy / test_rmse
+    better: str  # of both: "higher is better" or "lower is better"
     sign: float  # 1: higher is better
     lr_key: str
     val_key: str
@@ -87,7 +88,7 @@ def panel_keys(data: ReportInput) -> tuple[str, ...]:
     return (data.lr_key,) if stored else (data.lr_key, data.val_key)
 
 
-def _html(fig: go.Figure, div_id: str) -> str:
+def figure_html(fig: go.Figure, div_id: str) -> str:
     import plotly.io as pio
 
     # A fixed div id: the page is the same each time it is written from the same stores.
@@ -134,7 +135,7 @@ def _panels(data: ReportInput, curves: Curves, colours: Mapping[str, str]) -> li
         if not any(lrs):
             continue
         fig = charts.panel(family, lrs, vals, data.steps_per_epoch, ranges, colours[family], data.objective)
-        out.append((family, _html(fig, f"panel-{k}")))
+        out.append((family, figure_html(fig, f"panel-{k}")))
     return out
 
 
@@ -144,12 +145,12 @@ def _per_family(data: ReportInput, colours: Mapping[str, str]) -> list[dict[str,
         trials = data.board[data.board["scheduler"] == family]
         item = {"family": family, "importance": "", "history": ""}
         if data.importance.get(family):
-            item["importance"] = _html(
+            item["importance"] = figure_html(
                 charts.importance(family, data.importance[family], colours[family]), f"imp-{k}"
             )
         if not trials.empty:
             fig = charts.history(family, trials, data.objective, data.sign, colours[family])
-            item["history"] = _html(fig, f"hist-{k}")
+            item["history"] = figure_html(fig, f"hist-{k}")
         out.append(item)
     return out
 
@@ -183,14 +184,14 @@ def render(curves: Curves, data: ReportInput) -> str:
     if data.families is not None and data.confirm is not None and data.pairwise is not None:
         ranked = data.families[data.families["status"] == "confirmed"]
         if not ranked.empty:
-            figures["forest"] = _html(charts.forest(ranked, data.pairwise, data.test), "forest")
-            figures["seeds"] = _html(
+            figures["forest"] = figure_html(charts.forest(ranked, data.pairwise, data.test), "forest")
+            figures["seeds"] = figure_html(
                 charts.seeds(data.confirm, list(ranked["family"]), data.test, colours), "seeds"
             )
             if ranked["epochs_to_target"].notna().any():
-                figures["ttt"] = _html(charts.time_to_target(ranked, colours), "time-to-target")
+                figures["ttt"] = figure_html(charts.time_to_target(ranked, colours), "time-to-target")
     if not data.budget.empty:
-        figures["budget"] = _html(charts.budget(data.budget, order, data.objective, colours), "budget")
+        figures["budget"] = figure_html(charts.budget(data.budget, order, data.objective, colours), "budget")
     panels = _panels(data, curves, colours)
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
@@ -216,7 +217,4 @@ def render(curves: Curves, data: ReportInput) -> str:
 def write_report(curves: Curves, data: ReportInput, path: Path) -> None:
     """The page, written whole: to a temporary file beside it, then renamed over it."""
     html = render(curves, data)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(html, encoding="utf-8")
-    os.replace(tmp, path)
+    write_whole(path, lambda f: f.write(html.encode("utf-8")))

@@ -11,29 +11,50 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from bench.analysis import budget
 from bench.analysis import stats as st
+from bench.data import SCORES
 from bench.stored import StoredTrial
 from bench.tracking.names import test_metric
+
+if TYPE_CHECKING:
+    from bench.config import StudyConfig
 
 BASELINE = "constant"  # the family every other is also compared with, and whose runs set the target
 
 
 @dataclass(frozen=True)
 class Metric:
-    """The objective (on validation) and the test metric that ranks the confirmed families."""
+    """The objective (on validation) and the test metric that ranks the confirmed families, and the name of
+    the task's score (``accuracy``, ``rmse``: the columns it names)."""
 
-    objective: str  # val_loss or val_accuracy
+    objective: str  # val_loss, val_accuracy or val_rmse
     direction: str  # of the objective: minimize or maximize
+    score: str = "accuracy"
+
+    @classmethod
+    def of(cls, cfg: StudyConfig, direction: str) -> Metric:
+        """A study's, with the direction its storage holds."""
+        return cls(cfg.objective.metric, direction, cfg.kind.score)
 
     @property
     def test(self) -> str:
         return test_metric(self.objective)
+
+    @property
+    def label(self) -> str:
+        """The test metric for people: ``test loss``, ``test accuracy``, ``test RMSE``."""
+        score = SCORES.get(self.test.removeprefix("test_"))
+        return f"test {score.label if score else self.test.removeprefix('test_')}"
+
+    @property
+    def better(self) -> str:
+        return "higher is better" if self.direction == "maximize" else "lower is better"
 
     @property
     def sign(self) -> float:
@@ -74,15 +95,19 @@ FAMILY_COLUMNS = [
     "epochs_to_target",
     "reached_target",
 ]
-CONFIRM_RESULT = [
-    "test_loss",
-    "test_accuracy",
-    "final_val_loss",
-    "best_val_loss",
-    "final_val_accuracy",
-    "best_val_accuracy",
-    "epochs_run",
-]
+
+
+def confirm_result(score: str = "accuracy") -> list[str]:
+    """confirm.csv's columns read from a run's stored result."""
+    return [
+        "test_loss",
+        f"test_{score}",
+        "final_val_loss",
+        "best_val_loss",
+        f"final_val_{score}",
+        f"best_val_{score}",
+        "epochs_run",
+    ]
 
 
 def _curve(t: StoredTrial, sign: float) -> list[float]:
@@ -119,12 +144,21 @@ def confirm_table(
             "state": t.state,
             "val": t.value,
             "best_val": metric.sign * max(curve) if curve and max(curve) > -math.inf else None,
-            **{k: result.get(k) for k in CONFIRM_RESULT},
+            **{k: result.get(k) for k in confirm_result(metric.score)},
             "epoch_to_target": reached,
             "failure": t.user_attrs.get("failure"),
         }
         rows.append(row)
-    columns = ["family", "config", "seed_index", "seed", "state", "val", "best_val", *CONFIRM_RESULT]
+    columns = [
+        "family",
+        "config",
+        "seed_index",
+        "seed",
+        "state",
+        "val",
+        "best_val",
+        *confirm_result(metric.score),
+    ]
     frame = pd.DataFrame(rows, columns=[*columns, "epoch_to_target", "failure"])
     frame["epoch_to_target"] = frame["epoch_to_target"].astype("Int64")
     frame["epochs_run"] = frame["epochs_run"].astype("Int64")

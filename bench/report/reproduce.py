@@ -13,7 +13,7 @@ from importlib import metadata
 import pandas as pd
 
 from bench.config import StudyConfig
-from bench.data import DataConfig
+from bench.data import DATASETS, DataConfig
 from bench.report.page import Reproduction
 from bench.schedules import get
 from bench.schedules.code import optimizer_code, scheduler_code
@@ -84,6 +84,9 @@ def _command(cfg: StudyConfig, family: str, args: Mapping[str, object], row: pd.
             words += ["--label-map", json.dumps(dict(task.label_map))]
     else:
         words += ["--dataset", str(task.dataset)]
+    own = None if task.csv else DATASETS[str(task.dataset)].kind  # a built-in dataset's, where it has one
+    if task.kind != (own or "classification"):
+        words += ["--kind", task.kind]
     words += ["--scheduler", family]
     for name, value in args.items():
         words += ["--set", f"{name}={_value(value)}"]

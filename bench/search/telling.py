@@ -45,23 +45,30 @@ def run_params(cfg: StudyConfig, spec: TrialSpec, result: TrialResult | None) ->
     return params
 
 
+def _curve(cfg: StudyConfig, result: TrialResult) -> list[float]:
+    """The objective's validation curve: the loss, or the task's score (accuracy, RMSE)."""
+    return result.val_loss if cfg.objective.metric == "val_loss" else result.val_score
+
+
 def objective(cfg: StudyConfig, result: TrialResult) -> float:
-    values = result.val_accuracy if cfg.objective.metric == "val_accuracy" else result.val_loss
+    """The trial's value: its objective's last epoch, or its best in the study's direction."""
+    values = _curve(cfg, result)
     if cfg.objective.reduce == "final":
         return values[-1]
     return max(values) if cfg.direction == "maximize" else min(values)
 
 
 def reporter(cfg: StudyConfig, trial: optuna.Trial) -> Callable[[EpochMetrics], bool]:
-    """Per-epoch hook: report the objective's metric to Optuna and ask its pruner."""
-    use_accuracy = cfg.objective.metric == "val_accuracy"
+    """Per-epoch hook: report the objective's metric to Optuna and ask its pruner (which compares it in
+    the study's direction)."""
+    use_loss = cfg.objective.metric == "val_loss"
     prunes = cfg.optuna.pruner != "none"
     every, last = cfg.optuna.report_every, cfg.training.epochs - 1
 
     def report(m: EpochMetrics) -> bool:
         if (m.epoch + 1) % every and m.epoch != last:
             return False  # intermediate values are stored (and pruning decided) every `every` epochs
-        trial.report(m.val_accuracy if use_accuracy else m.val_loss, m.epoch)
+        trial.report(m.val_loss if use_loss else m.val_score, m.epoch)
         return prunes and trial.should_prune()
 
     return report
@@ -78,24 +85,25 @@ def finish(
     curve: bool = False,
 ) -> optuna.trial.FrozenTrial:
     """A trained trial: COMPLETE with its objective, or PRUNED (stopped, or diverged with its reason).
-    ``curve``: its objective's validation curve is stored with its result (``val_curve``)."""
+    ``curve``: its objective's validation curve is stored with its result (``val_curve``). The score's
+    values are stored under its name (``test_accuracy``, ``best_val_rmse``, ...), as the CSVs name them."""
+    score = result.score
     summary: dict[str, Any] = {
         "optimizer": spec.optimizer,  # also when fixed (then it is no Optuna parameter)
         "lr": spec.lr,
         "seed": spec.seed,
         "scheduler_args": json.dumps(result.scheduler_args),
-        "test_accuracy": result.test_accuracy,
+        f"test_{score}": result.test_score,
         "test_loss": result.test_loss,
         "epochs_run": result.epochs_run,
         "seconds": round(result.seconds, 4),
-        "best_val_accuracy": result.best_val_accuracy,
-        "final_val_accuracy": result.val_accuracy[-1] if result.val_accuracy else math.nan,
+        f"best_val_{score}": result.best_val_score,
+        f"final_val_{score}": result.val_score[-1] if result.val_score else math.nan,
         "best_val_loss": result.best_val_loss,
         "final_val_loss": result.val_loss[-1] if result.val_loss else math.nan,
     }
     if curve:
-        values = result.val_accuracy if cfg.objective.metric == "val_accuracy" else result.val_loss
-        summary["val_curve"] = [v if math.isfinite(v) else None for v in values]
+        summary["val_curve"] = [v if math.isfinite(v) else None for v in _curve(cfg, result)]
     failure = None
     if result.diverged:
         # Never the best, and the study goes on: a diverged trial is pruned with its reason stored.

@@ -7,7 +7,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from bench.tracking.names import LR, TEST_ACCURACY, TEST_LOSS, TRAIN_LOSS, VAL_ACCURACY, VAL_LOSS
+from bench.tracking.names import LR, TEST_LOSS, TRAIN_LOSS, VAL_LOSS, score_key
 
 if TYPE_CHECKING:
     from bench.train import TrialResult
@@ -46,14 +46,15 @@ def expand_curve(points: Iterable[tuple[int, float]]) -> list[float]:
 
 
 def metric_points(result: TrialResult) -> list[Point]:
-    """DESIGN.md's names: lr per optimizer step (compact), per-epoch curves, final test metrics."""
+    """DESIGN.md's names: lr per optimizer step (compact), per-epoch curves, final test metrics; the score
+    under the task's name for it (``val/accuracy``, ``val/rmse``)."""
     out: list[Point] = [(LR, float(v), step) for step, v in compact_curve(result.lrs)]
     for key, values in (
         (TRAIN_LOSS, result.train_loss),
         (VAL_LOSS, result.val_loss),
-        (VAL_ACCURACY, result.val_accuracy),
+        (score_key("val", result.score), result.val_score),
     ):
         out += [(key, float(v), epoch) for epoch, v in enumerate(values)]
-    if not math.isnan(result.test_accuracy):
-        out += [(TEST_LOSS, result.test_loss, 0), (TEST_ACCURACY, result.test_accuracy, 0)]
+    if not math.isnan(result.test_score):
+        out += [(TEST_LOSS, result.test_loss, 0), (score_key("test", result.score), result.test_score, 0)]
     return out

@@ -3,10 +3,12 @@ and MLflow's own limits on a request."""
 
 from __future__ import annotations
 
-# Metrics: ``lr`` by optimizer step; the rest by epoch, or once (test).
+# Metrics: ``lr`` by optimizer step; the rest by epoch, or once (test). The task's score is named by the
+# task: ``val/accuracy``, ``val/rmse`` (:func:`score_key`).
 LR = "lr"
-TRAIN_LOSS, VAL_LOSS, VAL_ACCURACY = "train/loss", "val/loss", "val/accuracy"
-TEST_LOSS, TEST_ACCURACY = "test/loss", "test/accuracy"
+TRAIN_LOSS, VAL_LOSS = "train/loss", "val/loss"
+TEST_LOSS = "test/loss"
+
 
 # Tags.
 PARENT_RUN_TAG = "mlflow.parentRunId"  # mlflow.utils.mlflow_tags.MLFLOW_PARENT_RUN_ID
@@ -32,11 +34,17 @@ MAX_TAG_CHARS = 5000
 Curves = dict[str, dict[str, list[tuple[int, float]]]]
 
 
+def score_key(part: str, score: str) -> str:
+    """The MLflow metric of a score (``accuracy``, ``rmse``) on ``part`` (``val`` by epoch, ``test`` once)."""
+    return f"{part}/{score}"
+
+
 def test_metric(objective_metric: str) -> str:
-    """The test metric that ranks a study whose objective (on validation) is ``objective_metric``."""
-    return "test_accuracy" if objective_metric == "val_accuracy" else "test_loss"
+    """The test metric that ranks a study whose objective (on validation) is ``objective_metric``
+    (``val_loss`` -> ``test_loss``, ``val_rmse`` -> ``test_rmse``)."""
+    return f"test_{objective_metric.removeprefix('val_')}"
 
 
 def val_metric_key(objective_metric: str) -> str:
     """The MLflow metric of a study's objective (``val_accuracy`` -> ``val/accuracy``)."""
-    return VAL_ACCURACY if objective_metric == "val_accuracy" else VAL_LOSS
+    return f"val/{objective_metric.removeprefix('val_')}"

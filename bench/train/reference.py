@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from bench import schedules
 from bench.data import Task
 from bench.lazy import LazyModule
-from bench.model import build_mlp, loss_and_correct, mean_loss
+from bench.model import build_mlp, loss_and_score, mean_loss
 from bench.train.optimizers import OPTIMIZERS
 from bench.train.trial import EpochMetrics, TrainConfig, TrialResult
 
@@ -25,12 +25,15 @@ else:
     torch = LazyModule("torch")
 
 
-def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+def evaluate(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, target_std: float | None = None
+) -> tuple[float, float]:
+    """The mean loss and the score (:func:`bench.model.loss_and_score`) on the rows."""
     model.eval()
     with torch.no_grad():
-        loss, correct = loss_and_correct(model(x), y)
+        loss, score = loss_and_score(model(x), y, target_std)
     model.train()
-    return float(loss), float(correct) / len(y)
+    return float(loss), float(score)
 
 
 def batch_weights(n_train: int, batch_size: int, device: torch.device) -> torch.Tensor:
@@ -74,7 +77,7 @@ def train(
     step_losses = torch.empty(steps_per_epoch, device=device)
     weights = batch_weights(n_train, cfg.batch_size, device)
 
-    result = TrialResult(cfg.scheduler, args, steps_per_epoch=steps_per_epoch, device=str(device))
+    result = TrialResult(cfg.scheduler, args, task.score, steps_per_epoch=steps_per_epoch, device=str(device))
     model.train()
     for epoch in range(cfg.epochs):
         order = torch.randperm(n_train, generator=generator).to(device)
@@ -82,7 +85,7 @@ def train(
             idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
             # The LR this step uses, as the scheduler left it on the optimizer.
             result.lrs.append(optimizer.param_groups[0]["lr"])
-            loss = mean_loss(model(task.x_train[idx]), task.y_train[idx])
+            loss = mean_loss(model(task.x_train[idx]), task.y_train[idx], task.regression)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -97,7 +100,7 @@ def train(
             result.epochs_run = epoch + 1
             break
         train_loss = float((step_losses * weights).sum()) / n_train
-        val_loss, val_acc = evaluate(model, task.x_val, task.y_val)
+        val_loss, val_score = evaluate(model, task.x_val, task.y_val, task.target_std)
         result.epochs_run = epoch + 1
         if not math.isfinite(val_loss):
             # Weights blew up without the training loss noticing (yet): diverged at this epoch's last step.
@@ -105,16 +108,16 @@ def train(
             break
         result.train_loss.append(train_loss)
         result.val_loss.append(val_loss)
-        result.val_accuracy.append(val_acc)
+        result.val_score.append(val_score)
         if not family.per_step:
             # After the epoch's optimizer steps, as PyTorch prescribes; ReduceLROnPlateau on the val loss.
             schedules.step_scheduler(scheduler, family, val_loss)
-        if on_epoch is not None and on_epoch(EpochMetrics(epoch, train_loss, val_loss, val_acc)):
+        if on_epoch is not None and on_epoch(EpochMetrics(epoch, train_loss, val_loss, val_score)):
             result.stopped_early = True
             break
 
     if not result.diverged:
-        result.test_loss, result.test_accuracy = evaluate(model, task.x_test, task.y_test)
+        result.test_loss, result.test_score = evaluate(model, task.x_test, task.y_test, task.target_std)
     result.seconds = time.perf_counter() - started
     if keep_model:
         result.model = model

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bench import schedules
+from bench.data import SCORES
 from bench.errors import UserError
 from bench.model import ModelConfig
 from bench.model import check as check_model
@@ -54,24 +55,29 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EpochMetrics:
-    """What ``on_epoch`` receives after each epoch (0-based)."""
+    """What ``on_epoch`` receives after each epoch (0-based). ``val_score``: the task's score (accuracy, or
+    RMSE for a regression)."""
 
     epoch: int
     train_loss: float
     val_loss: float
-    val_accuracy: float
+    val_score: float
 
 
 @dataclass
 class TrialResult:
+    """What a trial gave. ``*_score``: the task's score, named by ``score``: ``accuracy`` (higher is better),
+    or ``rmse`` (a regression's, in the target's own units; lower is better)."""
+
     scheduler: str
     scheduler_args: dict[str, Any]
+    score: str = "accuracy"
     lrs: list[float] = field(default_factory=list)  # the LR used at each optimizer step
     train_loss: list[float] = field(default_factory=list)  # per epoch
     val_loss: list[float] = field(default_factory=list)
-    val_accuracy: list[float] = field(default_factory=list)
+    val_score: list[float] = field(default_factory=list)
     test_loss: float = math.nan
-    test_accuracy: float = math.nan
+    test_score: float = math.nan
     epochs_run: int = 0
     steps_per_epoch: int = 0
     diverged: bool = False
@@ -82,20 +88,24 @@ class TrialResult:
     model: torch.nn.Module | None = field(default=None, repr=False)  # kept only when asked (tests)
 
     @property
-    def best_val_accuracy(self) -> float:
-        return max(self.val_accuracy, default=math.nan)
+    def best_val_score(self) -> float:
+        """The best epoch's validation score, in the score's direction."""
+        best = max if SCORES[self.score].direction == "maximize" else min
+        return best(self.val_score, default=math.nan)
 
     @property
     def best_val_loss(self) -> float:
         return min(self.val_loss, default=math.nan)
 
     def summary(self) -> dict[str, Any]:
-        """The scalar results (what ``lrbench train --json`` prints)."""
-        skip = ("lrs", "train_loss", "val_loss", "val_accuracy", "model")
+        """The scalar results (what ``lrbench train --json`` prints), the scores under their own names
+        (``test_accuracy``, ``val_rmse``, ...)."""
+        skip = ("lrs", "train_loss", "val_loss", "val_score", "test_score", "model")
         out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in skip}
         out["scheduler_args"] = dict(self.scheduler_args)
-        out["val_accuracy"] = self.val_accuracy[-1] if self.val_accuracy else math.nan
+        out[f"test_{self.score}"] = self.test_score
+        out[f"val_{self.score}"] = self.val_score[-1] if self.val_score else math.nan
         out["val_loss"] = self.val_loss[-1] if self.val_loss else math.nan
-        out["best_val_accuracy"] = self.best_val_accuracy
+        out[f"best_val_{self.score}"] = self.best_val_score
         out["final_lr"] = self.lrs[-1] if self.lrs else math.nan
         return out

@@ -86,7 +86,7 @@ class _Epoch:
     finite: list[bool]
     train_loss: list[float]
     val_loss: list[float]
-    val_accuracy: list[float]
+    val_score: list[float]
     step_losses: torch.Tensor  # (steps, K), where a divergence is looked for
     firsts: list[int]  # each member's first step of the epoch, in its own run
 
@@ -145,7 +145,11 @@ class Population:
         for j in joiners:
             schedule = j.schedule or proxy_schedule(j.cfg, self.steps_per_epoch)
             result = TrialResult(
-                j.cfg.scheduler, schedule.args, steps_per_epoch=self.steps_per_epoch, device=str(self.device)
+                j.cfg.scheduler,
+                schedule.args,
+                self.task.score,
+                steps_per_epoch=self.steps_per_epoch,
+                device=str(self.device),
             )
             generator = torch.Generator().manual_seed(j.cfg.seed)  # batch order: as the reference's
             self.members.append(Member(j.index, schedule, generator, result, cohort))
@@ -258,13 +262,13 @@ class Population:
         # One host sync per epoch: divergence, train / validation metrics.
         finite = torch.isfinite(step_losses).all(0)
         train_loss = (step_losses * self.batch_weights[:, None]).sum(0) / self.n_train
-        val_loss, val_acc = self.model.evaluate(self.task.x_val, self.task.y_val)
+        val_loss, val_score = self.model.evaluate(self.task.x_val, self.task.y_val)
         return _Epoch(
             lrs.tolist(),
             finite.tolist(),
             train_loss.tolist(),
             val_loss.tolist(),
-            val_acc.tolist(),
+            val_score.tolist(),
             step_losses,
             firsts,
         )
@@ -287,10 +291,8 @@ class Population:
                 continue
             r.train_loss.append(epoch.train_loss[row])
             r.val_loss.append(epoch.val_loss[row])
-            r.val_accuracy.append(epoch.val_accuracy[row])
-            metrics = EpochMetrics(
-                m.epoch, epoch.train_loss[row], epoch.val_loss[row], epoch.val_accuracy[row]
-            )
+            r.val_score.append(epoch.val_score[row])
+            metrics = EpochMetrics(m.epoch, epoch.train_loss[row], epoch.val_loss[row], epoch.val_score[row])
             if on_epoch is not None and on_epoch(m.index, metrics):
                 r.stopped_early = True
             trained.append(row)
@@ -321,11 +323,11 @@ class Population:
         """Test metrics for members that end here (complete or stopped early)."""
         if not rows:
             return
-        loss, acc = self.model.evaluate(self.task.x_test, self.task.y_test)
-        loss_l, acc_l = loss.tolist(), acc.tolist()
+        loss, score = self.model.evaluate(self.task.x_test, self.task.y_test)
+        loss_l, score_l = loss.tolist(), score.tolist()
         for row in rows:
             r = self.members[row].result
-            r.test_loss, r.test_accuracy = loss_l[row], acc_l[row]
+            r.test_loss, r.test_score = loss_l[row], score_l[row]
 
     def member_weights(self, index: int) -> list[torch.Tensor]:
         """Member ``index`` (caller's numbering) weights in nn.Linear layout: [W1 (out, in), b1, W2, ...]."""

@@ -15,7 +15,7 @@ import torch
 from torch.nn import functional as F
 
 from bench.data import Task
-from bench.model import ModelConfig, activation, build_mlp, loss_and_correct, mean_loss, output_size
+from bench.model import ModelConfig, activation, build_mlp, loss_and_score, mean_loss, output_size
 
 
 def initial_rows(task: Task, model: ModelConfig, seeds: Sequence[int]) -> torch.Tensor:
@@ -47,7 +47,8 @@ class StackedMLP:
         self.shapes = [s for w in layer_shapes(task, model) for s in (w, (1, w[1]))]
         self.activation = activation(model.activation)
         self.dropout = model.dropout
-        self.binary = output_size(task.n_classes) == 1
+        self.regression, self.target_std = task.regression, task.target_std
+        self.binary = output_size(task.n_classes) == 1 and not task.regression  # BCE: labels as floats
         self.set_rows(flat)
 
     @property
@@ -86,14 +87,13 @@ class StackedMLP:
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every member's mean loss and accuracy on the same rows."""
-        logits = self.forward(x.expand(self.k, *x.shape))
-        loss, correct = loss_and_correct(logits, y.expand(self.k, *y.shape))
-        return loss, correct.to(torch.float64) / len(y)
+        """Every member's mean loss and score (accuracy, or RMSE) on the same rows."""
+        out = self.forward(x.expand(self.k, *x.shape))
+        return loss_and_score(out, y.expand(self.k, *y.shape), self.target_std)
 
     def gradients(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One training step's forward and backward pass: every member's gradient of its own mean loss on
-        its batch x (K, B, features), labels y (K, B), written into ``grad``; returns the losses (K,).
+        its batch x (K, B, features), targets y (K, B), written into ``grad``; returns the losses (K,).
 
         Autograd, with each layer's stacked weights and biases as leaves of their own (views of the flat
         buffer, detached), their gradients then written into the flat gradient buffer with one ``cat``.
@@ -113,7 +113,7 @@ class StackedMLP:
                 h = self.activation(h)
                 if self.dropout > 0:  # the reference trainer's nn.Dropout
                     h = F.dropout(h, self.dropout, training=True)
-        loss = mean_loss(h, y)
+        loss = mean_loss(h, y, self.regression)
         grads = torch.autograd.grad(loss.sum(), params)
         torch.cat([g.reshape(self.k, -1) for g in grads], 1, out=self.grad)
         return loss.detach()
