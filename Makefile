@@ -9,10 +9,11 @@ TORCH_PIP_ARGS ?=
 STAMP  := $(VENV)/.installed
 
 STUDY  ?= studies/breast_cancer.yaml
+SUITE  ?= studies/suite.yaml
 PORT   ?= 5000
 ARGS   ?=
 
-.PHONY: install study ui export report screenshot perf perf-server test test-fast lint lock clean
+.PHONY: install study suite ui export report screenshot perf perf-server test test-fast lint lock clean
 
 # torch first (TORCH_SPEC), then lrbench with every other package at the version constraints.txt pins.
 $(STAMP): pyproject.toml constraints.txt
@@ -26,6 +27,10 @@ install: $(STAMP)
 
 study: $(STAMP)
 	$(BIN)/lrbench study $(STUDY) $(ARGS)
+
+# Every task of a suite (a study each), then the ranking across tasks: results/<suite>/suite.html.
+suite: $(STAMP)
+	$(BIN)/lrbench suite $(SUITE) $(ARGS)
 
 ui: $(STAMP)
 	$(BIN)/lrbench ui --study $(STUDY) --port $(PORT) $(ARGS)

@@ -11,6 +11,7 @@ import pytest
 
 from bench import config, schedules
 from bench.cli.parser import run as main
+from bench.config.suite import load_suite
 
 from helpers import ROOT
 
@@ -64,9 +65,12 @@ def test_missing_study_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) 
 
 
 def test_shipped_studies_are_valid() -> None:
-    for path in sorted((ROOT / "studies").glob("*.yaml")):
+    suites = [ROOT / "studies" / "suite.yaml"]
+    for path in sorted(set((ROOT / "studies").glob("*.yaml")) - set(suites)):
         cfg = config.load(path)
         assert cfg.name == path.stem
+    for path in suites:
+        assert load_suite(path).name == path.stem
     default = config.load(ROOT / "studies" / "breast_cancer.yaml")
     assert set(default.schedulers) == set(schedules.SCHEDULES)
     assert config.load(ROOT / "studies" / "digits.yaml").task.dataset == "digits"

@@ -32,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(args: list[str], command: bool = False) -> int:
     from bench.cli.parser import run
 
-    if args[:1] != ["study"] or {"-h", "--help"} & set(args):
+    if args[:1] not in (["study"], ["suite"]) or {"-h", "--help"} & set(args):
         return run(args)
     from bench.tracking import writer
 

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from bench.cli import commands, study, ui
+from bench.cli import commands, study, suite, ui
 from bench.errors import UserError
 from bench.tracking.server import stopped_answering
 from bench.uris import is_tracking_server, scrub
@@ -50,9 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train one trial and print its metrics")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--dataset", help="breast_cancer, wine, digits, iris or synthetic")
+    source.add_argument("--dataset", help="breast_cancer, wine, digits, iris, diabetes or synthetic")
     source.add_argument("--csv", metavar="PATH", help="a CSV file of numeric features and a target column")
     p.add_argument("--target", metavar="COLUMN", help="the target column of --csv")
+    p.add_argument(
+        "--kind",
+        choices=("classification", "regression"),
+        help="the task's kind (default: the dataset's own; a --csv's: classification)",
+    )
     p.add_argument("--drop", action="append", metavar="COLUMN", help="a --csv column to ignore (repeatable)")
     p.add_argument(
         "--label-map", metavar="JSON", help='map target values to classes, e.g. \'{"M": 1, "B": 0}\''
@@ -85,6 +90,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--output", metavar="DIR", help="results root (default: the study's, results/)")
     p.set_defaults(func=study.cmd_study)
+
+    p = sub.add_parser(
+        "suite", help="run (or resume) a suite: a study per task, then the ranking across tasks"
+    )
+    p.add_argument("suite", metavar="SUITE.yaml")
+    p.add_argument(
+        "--storage", metavar="URL", help="Optuna storage (default: a journal file in the suite's folder)"
+    )
+    p.add_argument(
+        "--tracking-uri", metavar="URI", help="MLflow tracking URI (default: sqlite in the suite's folder)"
+    )
+    p.add_argument("--output", metavar="DIR", help="results root (default: the suite's, results/)")
+    p.set_defaults(func=suite.cmd_suite)
 
     for name, func, text in (
         ("export", study.cmd_export, "rebuild a study's CSVs and report.html from its stores"),

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from bench.cli import startup
 from bench.cli.signals import exit_status, stop_as_ctrl_c
@@ -22,6 +22,9 @@ from bench.report.page import ReportInput
 from bench.tracking.names import FamilyRecord
 from bench.tracking.writer import Writer
 from bench.uris import shown
+
+if TYPE_CHECKING:
+    from bench.search import Outcome
 
 
 def study_locations(args: argparse.Namespace) -> tuple[StudyConfig, Locations]:
@@ -44,6 +47,35 @@ def cmd_study(args: argparse.Namespace) -> int:
     # (which imports torch).
     check_given(args, cfg, loc)
     check_runnable(cfg, sizes, args.n_trials)
+    outcome, published, stopped_by = run_and_publish(cfg, loc, sizes, args.n_trials)
+    if outcome.interrupted:
+        print("\n\n".join(filter(None, (published.summary, published.ranking))))
+        by = f" by {signal.Signals(stopped_by[0]).name}" if stopped_by else ""
+        print(
+            f"lrbench: interrupted{by} after {outcome.ran} trial(s) in this run; "
+            "run the same command again to resume",
+            file=sys.stderr,
+        )
+        return exit_status(stopped_by)
+    where = f" --tracking-uri {shown(args.tracking_uri)}" if args.tracking_uri else ""
+    where += f" --output {args.output}" if args.output and not args.tracking_uri else ""
+    print(published.summary)
+    print(f"the report: {published.report.resolve().as_uri()}")
+    print(f"compare the runs: lrbench ui --study {args.study}{where}")
+    if published.ranking:  # the terminal ends with the answer
+        print(f"\n{published.ranking}")
+    return 0
+
+
+class Ran(NamedTuple):
+    outcome: Outcome
+    published: Published
+    stopped_by: list[int]  # the stop signals received (empty: none, or a Ctrl-C)
+
+
+def run_and_publish(cfg: StudyConfig, loc: Locations, sizes: Sizes, n_trials: int | None = None) -> Ran:
+    """Run (or resume) a study with its MLflow writer, then write what it gives. A writer that dies or a
+    tracking server that stops answering is one line saying what is kept and how to go on."""
     print(
         f"study {cfg.name}: storage {shown(loc.storage)}, tracking {shown(loc.tracking_uri)}", file=sys.stderr
     )
@@ -54,7 +86,7 @@ def cmd_study(args: argparse.Namespace) -> int:
             from bench.search import run_study
 
             with stop_as_ctrl_c() as stopped_by:
-                outcome = run_study(cfg, loc, n_trials=args.n_trials, writer=writer, on_loaded=startup.end)
+                outcome = run_study(cfg, loc, n_trials=n_trials, writer=writer, on_loaded=startup.end)
                 published = publish(cfg, loc, sizes, writer)
         finally:
             writer.close()
@@ -77,23 +109,7 @@ def cmd_study(args: argparse.Namespace) -> int:
             f"command again once the server answers{': that is written first,' if spooled else ','} and "
             "the study goes on"
         ) from None
-    if outcome.interrupted:
-        print("\n\n".join(filter(None, (published.summary, published.ranking))))
-        by = f" by {signal.Signals(stopped_by[0]).name}" if stopped_by else ""
-        print(
-            f"lrbench: interrupted{by} after {outcome.ran} trial(s) in this run; "
-            "run the same command again to resume",
-            file=sys.stderr,
-        )
-        return exit_status(stopped_by)
-    where = f" --tracking-uri {shown(args.tracking_uri)}" if args.tracking_uri else ""
-    where += f" --output {args.output}" if args.output and not args.tracking_uri else ""
-    print(published.summary)
-    print(f"the report: {published.report.resolve().as_uri()}")
-    print(f"compare the runs: lrbench ui --study {args.study}{where}")
-    if published.ranking:  # the terminal ends with the answer
-        print(f"\n{published.ranking}")
-    return 0
+    return Ran(outcome, published, stopped_by)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -172,9 +188,9 @@ def _export(cfg: StudyConfig, loc: Locations, sizes: Sizes, draw: DrawReport) ->
 
     stored = load_trials(cfg, loc, importance=True)
     out_dir = loc.results_dir(cfg)
-    metric = ranking.Metric(cfg.objective.metric, stored.direction)
+    metric = ranking.Metric.of(cfg, stored.direction)
     board, table = leaderboard.export(
-        stored.trials, stored.direction, metric.objective, out_dir, cfg.training.seed
+        stored.trials, stored.direction, metric.objective, out_dir, cfg.training.seed, metric.score
     )
     files = [out_dir / "leaderboard.csv", out_dir / "schedulers.csv"]
     r, text = None, ""
@@ -202,7 +218,7 @@ def _export(cfg: StudyConfig, loc: Locations, sizes: Sizes, draw: DrawReport) ->
     data = assemble.report_input(cfg, sizes.train_rows, stored, board, table, r, said)
     draw(panel_labels(data), panel_keys(data), data, out_dir / "report.html")
     files.append(out_dir / "report.html")
-    lines = [leaderboard.terminal_table(board, table, metric.objective), ""]
+    lines = [leaderboard.terminal_table(board, table, metric.objective, score=metric.score), ""]
     lines += [f"wrote {f}" for f in files]
     records = assemble.family_records(r, metric)
     metrics = assemble.parent_metrics(r, metric)

@@ -15,6 +15,9 @@ class Locations:
     root: Path
     storage: str
     tracking_uri: str
+    # The study's own folder, where it is not <root>/<name>: a suite's task (<root>/<task>, named
+    # <suite>.<task> in the shared stores).
+    folder: Path | None = None
 
     @classmethod
     def resolve(
@@ -32,7 +35,7 @@ class Locations:
         )
 
     def results_dir(self, cfg: StudyConfig) -> Path:
-        return self.root / cfg.name
+        return self.folder or self.root / cfg.name
 
     def spool(self, cfg: StudyConfig) -> Path:
         """Where the study's writes that MLflow does not have yet are kept (bench.tracking.spool)."""

@@ -35,7 +35,7 @@ def palette(families: Sequence[str]) -> dict[str, str]:
     return {f: colours[i % len(colours)] for i, f in enumerate(families)}
 
 
-def _layout(fig: go.Figure, height: int, **kwargs: object) -> go.Figure:
+def layout(fig: go.Figure, height: int, **kwargs: object) -> go.Figure:
     # A light look set by hand: a named template (plotly_white) costs 25 ms a figure here, and a report
     # has dozens of figures.
     fig.update_layout(
@@ -52,7 +52,7 @@ def _layout(fig: go.Figure, height: int, **kwargs: object) -> go.Figure:
     return fig
 
 
-def _interval(
+def interval(
     fig: go.Figure,
     col: int,
     x: Sequence[float],
@@ -123,8 +123,8 @@ def forest(ranked: pd.DataFrame, pairwise: pd.DataFrame, test: str) -> go.Figure
         horizontal_spacing=0.03,
         subplot_titles=titles,
     )
-    _interval(fig, 1, ranked["mean"], ranked["ci_low"], ranked["ci_high"], names, colours, test)
-    _interval(
+    interval(fig, 1, ranked["mean"], ranked["ci_low"], ranked["ci_high"], names, colours, test)
+    interval(
         fig,
         2,
         ranked["diff_vs_best"],
@@ -135,7 +135,7 @@ def forest(ranked: pd.DataFrame, pairwise: pd.DataFrame, test: str) -> go.Figure
         "vs best",
     )
     if base:
-        _interval(
+        interval(
             fig,
             3,
             [v[0] for _, _, v in base],
@@ -148,7 +148,7 @@ def forest(ranked: pd.DataFrame, pairwise: pd.DataFrame, test: str) -> go.Figure
     for col in range(2, len(titles) + 1):
         fig.add_vline(x=0, line={"color": "#888", "dash": "dot"}, row=1, col=col)
     fig.update_yaxes(autorange="reversed", categoryorder="array", categoryarray=names)
-    return _layout(fig, 120 + 26 * len(names))
+    return layout(fig, 120 + 26 * len(names))
 
 
 def seeds(confirm: pd.DataFrame, order: Sequence[str], test: str, colours: Mapping[str, str]) -> go.Figure:
@@ -174,7 +174,7 @@ def seeds(confirm: pd.DataFrame, order: Sequence[str], test: str, colours: Mappi
             )
         )
     fig.update_xaxes(categoryorder="array", categoryarray=list(order), tickangle=-35)
-    return _layout(fig, 420, yaxis_title=test)  # its legend shows or hides a family
+    return layout(fig, 420, yaxis_title=test)  # its legend shows or hides a family
 
 
 def budget(
@@ -199,7 +199,7 @@ def budget(
                 marker={"size": 4},
             )
         )
-    return _layout(
+    return layout(
         fig, 420, xaxis_title="trials of the family's search", yaxis_title=f"expected best {objective}"
     )
 
@@ -228,7 +228,7 @@ def time_to_target(ranked: pd.DataFrame, colours: Mapping[str, str]) -> go.Figur
         )
     )
     fig.update_yaxes(autorange="reversed")
-    return _layout(fig, 120 + 24 * len(ranked), xaxis_title="median epochs to the target")
+    return layout(fig, 120 + 24 * len(ranked), xaxis_title="median epochs to the target")
 
 
 def panel(
@@ -294,7 +294,7 @@ def panel(
     )
     fig.update_yaxes(range=list(ranges[1]), title_text=objective, row=2, col=1)
     fig.update_xaxes(title_text="optimizer step", row=2, col=1)
-    return _layout(fig, 330, title={"text": family, "font": {"size": 14, "color": colour}})
+    return layout(fig, 330, title={"text": family, "font": {"size": 14, "color": colour}})
 
 
 def _alpha(colour: str, alpha: float) -> str:
@@ -318,7 +318,7 @@ def importance(family: str, values: Mapping[str, float], colour: str) -> go.Figu
             hovertemplate="%{y}: %{x:.2f}<extra></extra>",
         )
     )
-    return _layout(
+    return layout(
         fig,
         90 + 28 * len(items),
         title={"text": "what mattered (fANOVA importance)", "font": {"size": 12}},
@@ -363,7 +363,7 @@ def history(family: str, trials: pd.DataFrame, objective: str, sign: float, colo
                 line={"color": "#555", "shape": "hv"},
             )
         )
-    return _layout(
+    return layout(
         fig,
         260,
         title={"text": "search history", "font": {"size": 12}},
