@@ -334,3 +334,16 @@ def test_a_stop_signal_after_the_first_is_noted_and_ignored() -> None:
         os.kill(os.getpid(), signal.SIGHUP)
         time.sleep(0.1)  # delivered here, and nothing raised
     assert got == [signal.SIGTERM, signal.SIGHUP] and exit_status(got) == 128 + signal.SIGTERM
+
+
+def test_a_study_stopped_by_its_timeout_before_any_trial_ends_and_writes_its_files(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    study = write_study(tmp_path, optuna__timeout=0.001)
+    code, out, err = run(capsys, "study", str(study), "--output", str(tmp_path / "out"))
+    assert code == 0, err
+    assert "Traceback" not in err and "no trials yet" in out.lower()
+    for name in ("leaderboard.csv", "schedulers.csv", "report.html"):
+        assert (tmp_path / "out" / "smoke" / name).is_file(), name
+    for name in ("leaderboard.csv", "schedulers.csv"):  # no trial ended: the header alone
+        assert len((tmp_path / "out" / "smoke" / name).read_text().splitlines()) == 1, name

@@ -90,13 +90,33 @@ def test_a_task_is_a_study_of_the_protocol_with_its_own_model_and_training(tmp_p
         ({"optuna": {"n_trials": 3}}, "optuna is not a known key (it belongs under protocol)"),
         ({"protocol": {"model": {}}}, "protocol.model is not a known key"),
         ({"defaults": {"training": {"epochs": "ten"}}}, "tasks.bc: training.epochs must be an integer"),
+        (
+            {"protocol": {**TINY["protocol"], "schedulers": ["StepLR", "OneCycleLR"]}},  # type: ignore[dict-item]
+            "protocol.schedulers must include constant",
+        ),
+        (
+            {"protocol": {**TINY["protocol"], "confirm": {"seeds": 0}}},  # type: ignore[dict-item]
+            "protocol.confirm.seeds: a suite ranks",
+        ),
+        (
+            {"protocol": {**TINY["protocol"], "confirm": {"seeds": 3, "target": 0.9}}},  # type: ignore[dict-item]
+            "protocol.confirm.target: a target is in one task's units",
+        ),
+        (
+            {"protocol": {**TINY["protocol"], "objective": {"metric": "val_loss", "direction": "maximize"}}},  # type: ignore[dict-item]
+            "tasks.bc: objective.direction: lower val_loss is better",
+        ),
+        (
+            {"tasks": {"spool": {"task": {"dataset": "wine"}}}},
+            "tasks.spool: the name is the suite folder's own",
+        ),
     ],
 )
 def test_a_bad_suite_is_one_line_before_anything_is_made(
     tmp_path: Path, changes: dict[str, object], message: str
 ) -> None:
     path = _write(tmp_path, **changes)
-    with pytest.raises(UserError, match=None) as caught:
+    with pytest.raises(UserError) as caught:
         load_suite(path)
     assert message in str(caught.value) and "\n" not in str(caught.value)
     done = lrbench("suite", path, "--output", tmp_path / "out")
@@ -198,6 +218,45 @@ def test_the_suite_page_opens_offline_with_its_profiles_and_heatmap(
     assert seen.texts["#task-table tbody tr a"] == ["report"] * 3
     assert sorted(seen.texts["#fig-heatmap .ytick text"]) == ["bc", "dia", "wine"]
     assert (tmp_path / "suite.png").stat().st_size > 10_000
+
+
+def test_a_task_its_worker_did_not_finish_is_not_marked_done(tmp_path: Path) -> None:
+    """The search stopped by its timeout: no confirmation, so the task is left for a later run."""
+    protocol = {**TINY["protocol"], "optuna": {**TINY["protocol"]["optuna"], "timeout": 0.001}}  # type: ignore[dict-item]
+    path = _write(tmp_path, protocol=protocol, tasks={"wine": TINY["tasks"]["wine"]})  # type: ignore[index]
+    done = lrbench("suite", path, "--output", tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    assert "task wine not finished by this worker" in done.stderr
+    assert not (tmp_path / "out" / "tiny" / "wine" / ".lrbench-done").exists()
+    assert "No answer yet" in done.stdout and "wine (no confirmed ranking yet)" in done.stdout
+
+
+@pytest.mark.slow
+def test_two_workers_share_a_suite(tmp_path: Path) -> None:
+    path = _write(tmp_path, tasks={k: TINY["tasks"][k] for k in ("bc", "dia")})  # type: ignore[index]
+    out = tmp_path / "out"
+    workers = [
+        subprocess.Popen(
+            [*LRBENCH, "suite", str(path), "--output", str(out)],
+            cwd=ROOT,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
+    ended = [w.communicate(timeout=600) for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], [e[1][-2000:] for e in ended]
+    suite = load_suite(path)
+    for task in ("bc", "dia"):
+        trials = _trials(suite, out, task)
+        assert not [t for t in trials if t.state == "RUNNING"]
+        # each family's budget spent once between them, not once per worker
+        assert len(_ended(suite, out, task)) == len(FAMILIES) * 3
+        assert (out / "tiny" / task / ".lrbench-done").is_file()
+        assert not [r for r in mlflow_runs(out / "tiny", f"tiny.{task}") if r.info.status == "RUNNING"]
+    families = pd.read_csv(out / "tiny" / "suite.csv")
+    assert (families["tasks"] == 2).all() and sorted(families["family"]) == sorted(FAMILIES)
 
 
 # --- resumed after kill -9 ------------------------------------------------------------------------------

@@ -135,7 +135,7 @@ def _check(tasks: Sequence[TaskScores], common: list[str], baseline: str, reps: 
 
 def suite_tables(
     tasks: Sequence[TaskScores],
-    baseline: str = "constant",
+    baseline: str = "constant",  # bench.schedules.BASELINE (analysis imports nothing of lrbench)
     taus: Sequence[float] | np.ndarray = pf.TAUS,
     seed: int = 0,
     reps: int = N_BOOTSTRAP,

@@ -31,6 +31,16 @@ def _port(text: str) -> int:
     return port
 
 
+def _stores(p: argparse.ArgumentParser, default_output: str) -> None:
+    p.add_argument(
+        "--storage", metavar="URL", help="Optuna storage (default: a journal file under the output)"
+    )
+    p.add_argument(
+        "--tracking-uri", metavar="URI", help="MLflow tracking URI (default: sqlite under the output)"
+    )
+    p.add_argument("--output", metavar="DIR", help=f"results root (default: {default_output})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="lrbench", description="Compare PyTorch learning-rate schedules.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -82,26 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("study", help="run (or resume) a study: Optuna trials, MLflow runs, leaderboards")
     p.add_argument("study", metavar="STUDY.yaml")
     p.add_argument("--n-trials", type=int, help="COMPLETE + PRUNED trials to reach (default: the study's)")
-    p.add_argument(
-        "--storage", metavar="URL", help="Optuna storage (default: a journal file under the output)"
-    )
-    p.add_argument(
-        "--tracking-uri", metavar="URI", help="MLflow tracking URI (default: sqlite under the output)"
-    )
-    p.add_argument("--output", metavar="DIR", help="results root (default: the study's, results/)")
+    _stores(p, "the study's, results/")
     p.set_defaults(func=study.cmd_study)
 
     p = sub.add_parser(
         "suite", help="run (or resume) a suite: a study per task, then the ranking across tasks"
     )
     p.add_argument("suite", metavar="SUITE.yaml")
-    p.add_argument(
-        "--storage", metavar="URL", help="Optuna storage (default: a journal file in the suite's folder)"
-    )
-    p.add_argument(
-        "--tracking-uri", metavar="URI", help="MLflow tracking URI (default: sqlite in the suite's folder)"
-    )
-    p.add_argument("--output", metavar="DIR", help="results root (default: the suite's, results/)")
+    _stores(p, "the suite's, results/")
     p.set_defaults(func=suite.cmd_suite)
 
     for name, func, text in (

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 from collections.abc import Iterator
 from types import FrameType
 
@@ -35,3 +36,10 @@ def stop_as_ctrl_c() -> Iterator[list[int]]:
 def exit_status(got: list[int]) -> int:
     """The shell's convention: 128 + the signal that stopped the command (Ctrl-C's SIGINT: 130)."""
     return 128 + (got[0] if got else signal.SIGINT)
+
+
+def interrupted(what: str, got: list[int]) -> int:
+    """Says on stderr that ``what`` was interrupted (by which signal) and how to resume; the exit status."""
+    by = f" by {signal.Signals(got[0]).name}" if got else ""
+    print(f"lrbench: {what} interrupted{by}; run the same command again to resume", file=sys.stderr)
+    return exit_status(got)

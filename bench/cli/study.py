@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures.process import BrokenProcessPool
@@ -12,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from bench.cli import startup
-from bench.cli.signals import exit_status, stop_as_ctrl_c
+from bench.cli.signals import interrupted, stop_as_ctrl_c
 from bench.cli.stores import check_given
 from bench.config import Locations, StudyConfig, check_runnable, load_sized
 from bench.data import Sizes
@@ -50,13 +49,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     outcome, published, stopped_by = run_and_publish(cfg, loc, sizes, args.n_trials)
     if outcome.interrupted:
         print("\n\n".join(filter(None, (published.summary, published.ranking))))
-        by = f" by {signal.Signals(stopped_by[0]).name}" if stopped_by else ""
-        print(
-            f"lrbench: interrupted{by} after {outcome.ran} trial(s) in this run; "
-            "run the same command again to resume",
-            file=sys.stderr,
-        )
-        return exit_status(stopped_by)
+        return interrupted(f"study {cfg.name} (after {outcome.ran} trial(s) in this run)", stopped_by)
     where = f" --tracking-uri {shown(args.tracking_uri)}" if args.tracking_uri else ""
     where += f" --output {args.output}" if args.output and not args.tracking_uri else ""
     print(published.summary)

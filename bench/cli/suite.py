@@ -10,12 +10,12 @@ study do, and whichever ends last writes the suite's files with every task in th
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
-import signal
 import sys
 from pathlib import Path
 
-from bench.cli.signals import exit_status
+from bench.cli.signals import interrupted
 from bench.cli.stores import check_given
 from bench.cli.study import run_and_publish
 from bench.config import Locations, check_runnable
@@ -75,19 +75,25 @@ def cmd_suite(args: argparse.Namespace) -> int:
         print(f"suite {suite.name}: task {i}/{n} {task.name}", file=sys.stderr)
         outcome, published, stopped_by = run_and_publish(task.study, loc, task.sizes)
         if outcome.interrupted:
-            by = f" by {signal.Signals(stopped_by[0]).name}" if stopped_by else ""
+            return interrupted(f"suite {suite.name} (in task {i}/{n} {task.name})", stopped_by)
+        if not outcome.complete:  # the study said why: another worker has it, or its timeout
             print(
-                f"lrbench: suite {suite.name} interrupted{by} in task {task.name} ({i}/{n}); "
-                "run the same command again to resume",
+                f"suite {suite.name}: task {task.name} not finished by this worker; "
+                "a later run of the suite resumes it if no other worker ends it",
                 file=sys.stderr,
             )
-            return exit_status(stopped_by)
+            continue
         _mark_done(task, loc)
         report = published.report.resolve().as_uri()
         print(f"suite {suite.name}: task {task.name} ended: {report}", file=sys.stderr)
     from bench.report.suite import write_suite
 
-    out = write_suite(suite, root, locs)
+    # One worker at a time reads the tasks' files and writes the suite's: one that read earlier cannot
+    # overwrite a later worker's files with older ones.
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lrbench-suite.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        out = write_suite(suite, root, locs)
     print("\n".join(f"wrote {f}" for f in out.files))
     print(f"the suite's report: {out.report.resolve().as_uri()}")
     print(f"\n{out.text}")

@@ -110,6 +110,12 @@ def check_sections(cfg: StudyConfig) -> None:
         )
     if objective.direction not in ("", "maximize", "minimize"):
         raise UserError(f"objective.direction must be maximize or minimize, got {objective.direction!r}")
+    if objective.direction and objective.direction != METRICS[objective.metric]:
+        raise UserError(
+            f"objective.direction: {'higher' if METRICS[objective.metric] == 'maximize' else 'lower'} "
+            f"{objective.metric} is better, so {objective.direction} would search for the worst; "
+            "leave direction out"
+        )
     if objective.reduce not in ("final", "best"):
         raise UserError(f"objective.reduce must be final or best, got {objective.reduce!r}")
     o = cfg.optuna

@@ -37,10 +37,12 @@ from bench.config.schema import StudyConfig
 from bench.config.yamlsafe import read_yaml
 from bench.data import Sizes
 from bench.errors import UserError
+from bench.schedules import BASELINE
 
 PROTOCOL = ("schedulers", "objective", "optuna", "search", "confirm")
 PER_TASK = ("task", "model", "training", "description")
 TOP = ("name", "description", "protocol", "defaults", "tasks", "output")
+RESERVED = frozenset({"spool", "mlartifacts"})  # folders of the stores in the suite's folder
 TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
@@ -66,10 +68,6 @@ class SuiteConfig:
         """The suite's folder: its shared stores, a folder per task, and the suite's own files."""
         return Path(output or self.output).resolve() / self.name
 
-    @property
-    def baseline_present(self) -> bool:
-        return all("constant" in t.study.schedulers for t in self.tasks)
-
 
 def _mapping(raw: Any, where: str) -> dict[str, Any]:
     if raw is None:
@@ -90,7 +88,9 @@ def _merged(defaults: Mapping[str, Any], own: Mapping[str, Any], key: str, where
     return mine
 
 
-def _task(name: str, raw: Any, suite: str, protocol: dict[str, Any], defaults: dict[str, Any], base: Path):
+def _task(
+    name: str, raw: Any, suite: str, protocol: dict[str, Any], defaults: dict[str, Any], base: Path
+) -> SuiteTask:
     where = f"tasks.{name}"
     if not isinstance(name, str) or not TASK_NAME.fullmatch(name):
         raise UserError(
@@ -124,6 +124,22 @@ def _task(name: str, raw: Any, suite: str, protocol: dict[str, Any], defaults: d
     return SuiteTask(name, cfg, sizes)
 
 
+def _check_protocol(study: StudyConfig, protocol: dict[str, Any]) -> None:
+    """What a suite's aggregates need of its protocol, beyond what a study needs."""
+    if BASELINE not in study.schedulers:
+        raise UserError(
+            f"protocol.schedulers must include {BASELINE}: each task's scores are normalised to it and "
+            "P(improvement) is over it"
+        )
+    if study.confirm.seeds < 2:
+        raise UserError("protocol.confirm.seeds: a suite ranks each task's confirmed runs, at least 2 seeds")
+    if "target" in _mapping(protocol.get("confirm"), "protocol.confirm"):
+        raise UserError(
+            "protocol.confirm.target: a target is in one task's units (an accuracy, a loss, an RMSE); "
+            f"a suite takes each task's own, {BASELINE}'s median best validation score"
+        )
+
+
 def parse_suite(raw: Any, base: Path, source: str = "<suite>") -> SuiteConfig:
     """A suite definition, every task checked as a study (and its data loaded); ``base``: the folder that
     a task's CSV path is relative to."""
@@ -150,7 +166,13 @@ def parse_suite(raw: Any, base: Path, source: str = "<suite>") -> SuiteConfig:
     tasks = _mapping(raw.get("tasks"), "tasks")
     if not tasks:
         raise UserError("tasks: a suite needs at least one task")
+    reserved = sorted(RESERVED & set(tasks))
+    if reserved:
+        raise UserError(
+            f"tasks.{reserved[0]}: the name is the suite folder's own ({', '.join(sorted(RESERVED))})"
+        )
     built = tuple(_task(n, t, name, protocol, defaults, base) for n, t in tasks.items())
+    _check_protocol(built[0].study, protocol)
     return SuiteConfig(
         name=name,
         description=convert(raw.get("description", ""), str, "description"),

@@ -48,10 +48,16 @@ __all__ = [
     "Kind",
     "Sizes",
     "Task",
+    "better",
     "check",
     "load_frame",
     "load_task",
 ]
+
+
+def better(direction: str) -> str:
+    """How a score of this direction (``maximize``, ``minimize``) reads: "higher is better"."""
+    return "higher is better" if direction == "maximize" else "lower is better"
 
 
 @dataclass(frozen=True)
@@ -65,7 +71,7 @@ class Kind:
 
     @property
     def better(self) -> str:
-        return "higher is better" if self.direction == "maximize" else "lower is better"
+        return better(self.direction)
 
 
 KINDS = {

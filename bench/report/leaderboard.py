@@ -7,13 +7,13 @@ The task's score names its columns: ``test_accuracy``, ``best_val_accuracy``, ..
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from bench.cache import write_whole
 from bench.stored import StoredTrial
 
 LEADERBOARD_FIRST = ["number", "state", "scheduler", "optimizer", "base_lr", "seed", "value"]
@@ -126,9 +126,19 @@ def schedulers_table(
                 f"median_{metric}": complete["value"].median() if not complete.empty else None,
             }
         )
-    table = pd.DataFrame(rows)
-    if table.empty:
-        return table
+    columns = [
+        "scheduler",
+        "status",
+        "trials",
+        "complete",
+        "pruned",
+        "failed",
+        f"best_{metric}",
+        "best_trial",
+    ]
+    table = pd.DataFrame(rows, columns=[*columns, f"test_{score}", f"median_{metric}"])
+    if table.empty:  # no trial yet (the search stopped at its timeout before one)
+        return table.assign(rank=pd.Series(dtype="Int64"))
     key = f"best_{metric}"
     ranked = table[key].where(table["status"] == "complete")
     table["rank"] = ranked.rank(ascending=direction == "minimize", method="min").astype("Int64")
@@ -137,10 +147,7 @@ def schedulers_table(
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
     """Written beside the target and renamed into place: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
-    frame.to_csv(tmp, index=False)
-    tmp.replace(path)
+    write_whole(path, lambda f: frame.to_csv(f, index=False))
 
 
 def export(

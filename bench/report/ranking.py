@@ -18,14 +18,13 @@ import pandas as pd
 
 from bench.analysis import budget
 from bench.analysis import stats as st
-from bench.data import SCORES
+from bench.data import SCORES, better
+from bench.schedules import BASELINE
 from bench.stored import StoredTrial
 from bench.tracking.names import test_metric
 
 if TYPE_CHECKING:
     from bench.config import StudyConfig
-
-BASELINE = "constant"  # the family every other is also compared with, and whose runs set the target
 
 
 @dataclass(frozen=True)
@@ -54,7 +53,7 @@ class Metric:
 
     @property
     def better(self) -> str:
-        return "higher is better" if self.direction == "maximize" else "lower is better"
+        return better(self.direction)
 
     @property
     def sign(self) -> float:

@@ -85,8 +85,8 @@ def _command(cfg: StudyConfig, family: str, args: Mapping[str, object], row: pd.
     else:
         words += ["--dataset", str(task.dataset)]
     own = None if task.csv else DATASETS[str(task.dataset)].kind  # a built-in dataset's, where it has one
-    if task.kind != (own or "classification"):
-        words += ["--kind", task.kind]
+    if task.task_kind.name != (own or "classification"):
+        words += ["--kind", task.task_kind.name]
     words += ["--scheduler", family]
     for name, value in args.items():
         words += ["--set", f"{name}={_value(value)}"]

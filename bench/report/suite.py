@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.analysis.suite import SuiteTables, TaskScores, suite_tables
+from bench.analysis.suite import METRICS, SuiteTables, TaskScores, suite_tables
 from bench.config import Locations
 from bench.config.suite import SuiteConfig, SuiteTask
 from bench.report.leaderboard import write_csv
@@ -27,8 +27,9 @@ from bench.tracking.names import test_metric
 class TaskResult:
     task: SuiteTask
     folder: Path
-    scores: TaskScores | None  # None: no confirmed ranking yet
+    scores: TaskScores | None  # None: not in the aggregates (``why``)
     families: pd.DataFrame | None  # the task's families.csv
+    why: str = "no confirmed ranking yet"
 
 
 @dataclass(frozen=True)
@@ -57,9 +58,10 @@ def read_task(task: SuiteTask, loc: Locations) -> TaskResult:
         return TaskResult(task, folder, None, families)
     scores = chosen.pivot_table(index="seed_index", columns="family", values=metric, aggfunc="first")
     scores = scores[[f for f in confirmed["family"] if f in scores.columns]]
+    if BASELINE not in scores.columns:  # the scores are normalised to it
+        return TaskResult(task, folder, None, families, f"{BASELINE} has no confirmed runs")
     ttt = confirmed.set_index("family")["epochs_to_target"].astype("float64")
-    higher = task.study.direction == "maximize"
-    return TaskResult(task, folder, TaskScores(task.name, metric, higher, scores, ttt), families)
+    return TaskResult(task, folder, TaskScores(task.name, metric, METRICS[metric], scores, ttt), families)
 
 
 def write_suite(suite: SuiteConfig, root: Path, locs: Sequence[Locations]) -> SuiteOutput:
@@ -88,15 +90,15 @@ def write_suite(suite: SuiteConfig, root: Path, locs: Sequence[Locations]) -> Su
 def answer(suite: SuiteConfig, results: Sequence[TaskResult], tables: SuiteTables | None) -> str:
     """The suite's answer in a sentence or two, and which tasks it leaves out."""
     missing = [r.task.name for r in results if r.scores is None]
-    left_out = f" Not in it yet (no confirmed ranking): {', '.join(missing)}." if missing else ""
+    left_out = f" Not in it: {left_out_text(results)}." if missing else ""
     if tables is None:
-        return f"No answer yet: no task of suite {suite.name} has a confirmed ranking.{left_out}"
+        return f"No answer yet: no task of suite {suite.name} is ready.{left_out}"
     f = tables.families
     best = f.iloc[0]
     near = [str(r.family) for r in f.iloc[1:].itertuples() if r.iqm_ci_high >= best["iqm_ci_low"]]
     said = (
         f"Across {len(results) - len(missing)} task(s), {best['family']} has the highest IQM of normalised "
-        f"test scores ({BASELINE} = 0, each task's best family = 1): "
+        f"test scores (on each task {BASELINE}'s mean = 0, the best family's = 1): "
         f"{_ci(best['iqm'], best['iqm_ci_low'], best['iqm_ci_high'])}"
     )
     said += (
@@ -105,6 +107,11 @@ def answer(suite: SuiteConfig, results: Sequence[TaskResult], tables: SuiteTable
         else "; no other family's CI reaches it."
     )
     return said + left_out
+
+
+def left_out_text(results: Sequence[TaskResult]) -> str:
+    """The tasks not in the aggregates, each with why: ``wine (no confirmed ranking yet), ...``."""
+    return ", ".join(f"{r.task.name} ({r.why})" for r in results if r.scores is None)
 
 
 def terminal(tables: SuiteTables | None, said: str) -> str:

@@ -14,9 +14,11 @@ import pandas as pd
 from bench.analysis.suite import SuiteTables
 from bench.cache import write_whole
 from bench.config.suite import SuiteConfig
+from bench.data import better
 from bench.report import charts
 from bench.report.page import TEMPLATES, figure_html
 from bench.report.ranking import BASELINE
+from bench.tracking.names import test_metric
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -135,8 +137,8 @@ def _task_rows(results: Sequence[TaskResult], root: Path) -> list[dict[str, str]
                 "name": r.task.name,
                 "data": study.task.name,
                 "rows": str(r.task.sizes.train_rows),
-                "metric": r.scores.metric if r.scores is not None else "",
-                "best": best or "no confirmed ranking yet",
+                "metric": f"{test_metric(study.objective.metric)} ({better(study.direction)})",
+                "best": best or r.why,
                 "link": report.relative_to(root).as_posix() if report.is_file() else "",
             }
         )
@@ -175,7 +177,7 @@ def render(
         figures=figures,
         table=table,
         tasks=_task_rows(results, root),
-        missing=[r.task.name for r in results if r.scores is None],
+        missing=any(r.scores is None for r in results),
         baseline=BASELINE,
         answer=answer,
         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),

@@ -13,11 +13,12 @@ the scheduler is built with, derived ones included, so a run's schedule can be r
 parameters alone.
 """
 
-from bench.schedules.families import LR_LAMBDAS, LR_MULTIPLIERS, SCHEDULES, get
+from bench.schedules.families import BASELINE, LR_LAMBDAS, LR_MULTIPLIERS, SCHEDULES, get
 from bench.schedules.preview import Curve, check, curve, preview, step_scheduler, verify
 from bench.schedules.registry import Arg, Derived, Family, Horizon, Range, Shape, coerce
 
 __all__ = [
+    "BASELINE",
     "LR_LAMBDAS",
     "LR_MULTIPLIERS",
     "SCHEDULES",

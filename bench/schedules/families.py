@@ -44,6 +44,9 @@ LR_MULTIPLIERS: dict[str, Callable[[Horizon], Callable[[int], float]]] = {
 # --- builders -----------------------------------------------------------------------------------------
 
 
+BASELINE = "constant"  # the family every other is compared with, and whose runs set the time-to-target target
+
+
 def _torch(cls: str) -> Builder:
     """A builder that passes the resolved arguments straight to the torch scheduler class of that name."""
 
@@ -149,7 +152,7 @@ def _ends_warmup_at_base(a: Args, h: Horizon) -> tuple[int, float | None]:
 _NO_MOMENTUM_CYCLE = Arg(bool, True, in_search=False, help="a study keeps it off: only the LR differs")
 
 _FAMILIES: list[Family] = [
-    Family("constant", _constant, summary="no schedule: the base LR throughout (the baseline)"),
+    Family(BASELINE, _constant, summary="no schedule: the base LR throughout (the baseline)"),
     Family(
         "StepLR",
         _torch("StepLR"),

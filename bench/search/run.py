@@ -39,6 +39,9 @@ class Outcome:
     ran: int  # search trials this process finished
     interrupted: bool = False
     confirmed: int = 0  # confirmation runs this process finished
+    # The study has ended: its search reached its trials and its confirmation ended, in this process
+    # (False where another worker still searches or confirms, or the timeout stopped the search).
+    complete: bool = False
 
 
 def run_study(
@@ -179,6 +182,7 @@ class _Worker:
     def _confirm(self, me: str) -> None:
         """The confirmation stage, once the search has ended in every worker (the last to end runs it)."""
         if not self.cfg.confirm.seeds:
+            self.outcome.complete = time.monotonic() < self.deadline
             return
         trials = self.search.trials()
         if not search_is_settled(trials):
@@ -197,6 +201,7 @@ class _Worker:
         self.outcome.confirmed = run_confirmation(
             self.cfg, trials, opened, self.writer, self.task.device, self.steps_per_epoch, me
         )
+        self.outcome.complete = True
 
     def _open_parent(self) -> Future[str]:
         """The writer opens the parent run while the first trials are sampled and trained. A worker that did
