@@ -92,6 +92,9 @@ def leaderboard(
     return frame.drop(columns="_state").reset_index(drop=True)
 
 
+COUNTS = ["scheduler", "status", "trials", "complete", "pruned", "failed"]  # schedulers.csv's first columns
+
+
 def schedulers_table(
     board: pd.DataFrame, direction: str, metric: str, score: str = "accuracy"
 ) -> pd.DataFrame:
@@ -126,17 +129,8 @@ def schedulers_table(
                 f"median_{metric}": complete["value"].median() if not complete.empty else None,
             }
         )
-    columns = [
-        "scheduler",
-        "status",
-        "trials",
-        "complete",
-        "pruned",
-        "failed",
-        f"best_{metric}",
-        "best_trial",
-    ]
-    table = pd.DataFrame(rows, columns=[*columns, f"test_{score}", f"median_{metric}"])
+    columns = [*COUNTS, f"best_{metric}", "best_trial", f"test_{score}", f"median_{metric}"]
+    table = pd.DataFrame(rows, columns=columns)
     if table.empty:  # no trial yet (the search stopped at its timeout before one)
         return table.assign(rank=pd.Series(dtype="Int64"))
     key = f"best_{metric}"
@@ -178,12 +172,7 @@ def terminal_table(
     fams = table[
         [
             "rank",
-            "scheduler",
-            "status",
-            "trials",
-            "complete",
-            "pruned",
-            "failed",
+            *COUNTS,
             f"best_{metric}",
             f"test_{score}",
             f"median_{metric}",
