@@ -4,12 +4,21 @@ confirmation's."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
+import optuna
 import pandas as pd
 import pytest
+from optuna.distributions import CategoricalDistribution
+from optuna.trial import TrialState, create_trial
 
-from helpers import lrbench, mlflow_runs, write_study
+from bench import config
+from bench.search.confirm import CELL, cells_left
+from bench.search.telling import RESULT
+
+from helpers import SMOKE, lrbench, mlflow_runs, write_study
 
 RANKING_FILES = ("families.csv", "confirm.csv", "pairwise.csv", "budget.csv")
 
@@ -98,3 +107,37 @@ def test_confirmation_runs_are_tagged_under_the_parent_and_none_is_left_running(
     assert {r.data.tags["mlflow.parentRunId"] for r in confirm + search} == {parent[0].info.run_id}
     assert all(r.info.status == "FINISHED" for r in runs)
     assert {r.data.params["seed"] for r in confirm} == {str(i) for i in range(10)}
+
+
+def test_cells_left_counts_a_failed_or_missing_cell_and_not_a_diverged_one() -> None:
+    """A study is complete (a suite marks its task done) only when every chosen cell has an ended run."""
+    cfg = config.load(SMOKE)
+    cfg = dataclasses.replace(cfg, confirm=dataclasses.replace(cfg.confirm, top_k=1, seeds=2))
+    result = {"scheduler_args": json.dumps({}), "optimizer": "adam", "lr": 0.01}
+    search = [  # one COMPLETE search trial per family, numbered 0 and 1 (a cell: family, config, seed)
+        create_trial(
+            state=TrialState.COMPLETE,
+            value=0.9,
+            params={"scheduler": family},
+            distributions={"scheduler": CategoricalDistribution(["StepLR", "OneCycleLR"])},
+            user_attrs={RESULT: result},
+        )
+        for family in ("StepLR", "OneCycleLR")
+    ]
+    for number, trial in enumerate(search):
+        trial.number = number
+    study = optuna.create_study(direction="maximize")
+
+    def run(family: str, seed_index: int, state: TrialState) -> None:
+        cell = {"family": family, "config": 0 if family == "StepLR" else 1, "seed_index": seed_index}
+        value = 0.9 if state == TrialState.COMPLETE else None
+        study.add_trial(create_trial(state=state, value=value, user_attrs={CELL: cell}))
+
+    assert cells_left(cfg, search, study) == 4
+    run("StepLR", 0, TrialState.COMPLETE)
+    run("StepLR", 1, TrialState.PRUNED)  # diverged: an ended run
+    run("OneCycleLR", 0, TrialState.FAIL)
+    assert cells_left(cfg, search, study) == 2  # OneCycleLR's seed 0 failed, its seed 1 never ran
+    run("OneCycleLR", 0, TrialState.COMPLETE)
+    run("OneCycleLR", 1, TrialState.COMPLETE)
+    assert cells_left(cfg, search, study) == 0

@@ -171,8 +171,10 @@ def parse_suite(raw: Any, base: Path, source: str = "<suite>") -> SuiteConfig:
         raise UserError(
             f"tasks.{reserved[0]}: the name is the suite folder's own ({', '.join(sorted(RESERVED))})"
         )
-    built = tuple(_task(n, t, name, protocol, defaults, base) for n, t in tasks.items())
-    _check_protocol(built[0].study, protocol)
+    items = iter(tasks.items())
+    first = _task(*next(items), name, protocol, defaults, base)
+    _check_protocol(first.study, protocol)  # before the other tasks' data is loaded
+    built = (first, *(_task(n, t, name, protocol, defaults, base) for n, t in items))
     return SuiteConfig(
         name=name,
         description=convert(raw.get("description", ""), str, "description"),

@@ -22,6 +22,8 @@ from bench.report.leaderboard import write_csv
 from bench.report.ranking import BASELINE
 from bench.tracking.names import test_metric
 
+NOT_YET = "no confirmed ranking yet"
+
 
 @dataclass(frozen=True)
 class TaskResult:
@@ -29,7 +31,12 @@ class TaskResult:
     folder: Path
     scores: TaskScores | None  # None: not in the aggregates (``why``)
     families: pd.DataFrame | None  # the task's families.csv
-    why: str = "no confirmed ranking yet"
+    why: str = NOT_YET
+
+    @property
+    def pending(self) -> bool:
+        """Not in the aggregates only until the task ends: running the suite again can change it."""
+        return self.scores is None and self.why == NOT_YET
 
 
 @dataclass(frozen=True)
@@ -98,7 +105,8 @@ def answer(suite: SuiteConfig, results: Sequence[TaskResult], tables: SuiteTable
     near = [str(r.family) for r in f.iloc[1:].itertuples() if r.iqm_ci_high >= best["iqm_ci_low"]]
     said = (
         f"Across {len(results) - len(missing)} task(s), {best['family']} has the highest IQM of normalised "
-        f"test scores (on each task {BASELINE}'s mean = 0, the best family's = 1): "
+        f"test scores (on each task {BASELINE}'s mean = 0, the best family's = 1; the worst's = −1 where "
+        f"{BASELINE} is best): "
         f"{_ci(best['iqm'], best['iqm_ci_low'], best['iqm_ci_high'])}"
     )
     said += (

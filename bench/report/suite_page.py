@@ -177,7 +177,7 @@ def render(
         figures=figures,
         table=table,
         tasks=_task_rows(results, root),
-        missing=any(r.scores is None for r in results),
+        missing=any(r.pending for r in results),
         baseline=BASELINE,
         answer=answer,
         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),

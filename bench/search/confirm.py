@@ -71,6 +71,20 @@ def cell_key(cell: dict[str, Any]) -> tuple[str, int, int]:
     return str(cell["family"]), int(cell["config"]), int(cell["seed_index"])
 
 
+def cells_left(cfg: StudyConfig, search: Sequence[optuna.trial.FrozenTrial], study: optuna.Study) -> int:
+    """The chosen configurations' cells with no ended run (COMPLETE, or PRUNED: diverged) yet: a cell whose
+    run failed, or that two workers left to each other, is trained by the next run of the study."""
+    cells = {(c.family, c.config, i) for c in choose(cfg, search) for i in range(cfg.confirm.seeds)}
+    ended = {
+        cell_key(t.user_attrs[CELL])
+        for t in study.get_trials(deepcopy=False)
+        if CELL in t.user_attrs
+        and SURPLUS not in t.user_attrs
+        and t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    }
+    return len(cells - ended)
+
+
 def _holding(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """The confirmation trials that hold a place: done, or running in a live worker (not surplus)."""
     return [t for t in study.get_trials(deepcopy=False) if SURPLUS not in t.user_attrs and holds_a_place(t)]

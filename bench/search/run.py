@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 
 from bench.config import Locations, StudyConfig
 from bench.errors import UserError
-from bench.search.confirm import confirming_elsewhere, run_confirmation, search_is_settled
+from bench.search.confirm import cells_left, confirming_elsewhere, run_confirmation, search_is_settled
 from bench.search.opening import creator_alive, open_study
 from bench.search.progress import Progress
 from bench.search.round import Round
@@ -39,8 +39,9 @@ class Outcome:
     ran: int  # search trials this process finished
     interrupted: bool = False
     confirmed: int = 0  # confirmation runs this process finished
-    # The study has ended: its search reached its trials and its confirmation ended, in this process
-    # (False where another worker still searches or confirms, or the timeout stopped the search).
+    # The study has ended in this process: its search reached its trials and every confirmation cell has
+    # an ended run (False where another worker still searches or confirms, the timeout stopped the search,
+    # or a cell's run failed: the next run of the study trains it).
     complete: bool = False
 
 
@@ -181,10 +182,10 @@ class _Worker:
 
     def _confirm(self, me: str) -> None:
         """The confirmation stage, once the search has ended in every worker (the last to end runs it)."""
-        if not self.cfg.confirm.seeds:
-            self.outcome.complete = time.monotonic() < self.deadline
-            return
         trials = self.search.trials()
+        if not self.cfg.confirm.seeds:
+            self.outcome.complete = search_is_settled(trials) and time.monotonic() < self.deadline
+            return
         if not search_is_settled(trials):
             print(
                 "the search is still running in another worker: the last worker to end it confirms",
@@ -201,7 +202,7 @@ class _Worker:
         self.outcome.confirmed = run_confirmation(
             self.cfg, trials, opened, self.writer, self.task.device, self.steps_per_epoch, me
         )
-        self.outcome.complete = True
+        self.outcome.complete = cells_left(self.cfg, trials, opened.study) == 0
 
     def _open_parent(self) -> Future[str]:
         """The writer opens the parent run while the first trials are sampled and trained. A worker that did
