@@ -1,13 +1,17 @@
-"""The MLP of the reference task (30-64-32-1, ReLU), generalised: hidden sizes, activation, dropout, and an
-output size taken from the task (one logit for two classes, one per class otherwise, one output for a
-regression); its loss and its score (accuracy, or a regression's RMSE)."""
+"""The model a trial trains: the MLP of the reference task (30-64-32-1, ReLU), generalised (hidden sizes,
+activation, dropout), or the user's own module, built by a function named as an import path; an output size
+taken from the task (one logit for two classes, one per class otherwise, one output for a regression); its
+loss and its score (accuracy, or a regression's RMSE)."""
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
+from bench import usercode
 from bench.errors import UserError
 from bench.lazy import LazyModule
 
@@ -32,9 +36,30 @@ def activation(name: str) -> nn.Module:
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """The built-in MLP (``hidden``, ``activation``, ``dropout``), or, where ``python`` names a function
+    (``package.module:function``), the module it returns given the task's input shape, its number of
+    outputs and ``args``."""
+
     hidden: tuple[int, ...] = (64, 32)
     activation: str = "relu"
     dropout: float = 0.0
+    python: str = ""
+    args: Mapping[str, Any] = field(default_factory=dict)
+
+    def __hash__(self) -> int:  # args is a mapping: hashed by its JSON (a population's members share it)
+        return hash(self.key())
+
+    def key(self) -> str:
+        """What tells two models apart, as text."""
+        plain = {"hidden": list(self.hidden), "activation": self.activation, "dropout": self.dropout}
+        return json.dumps(
+            {**plain, "python": self.python, "args": dict(self.args)}, sort_keys=True, default=str
+        )
+
+    @property
+    def label(self) -> str:
+        """The model in a few words: its function, or the MLP's sizes."""
+        return self.python or "MLP " + "-".join(map(str, self.hidden))
 
 
 def output_size(n_classes: int) -> int:
@@ -46,6 +71,11 @@ def output_size(n_classes: int) -> int:
 def check(cfg: ModelConfig, where: str = "") -> None:
     """Raise :class:`UserError` for a model that cannot be built; ``where`` prefixes the field names
     (``model.`` in a study)."""
+    if cfg.python:
+        usercode.check_path(cfg.python, f"{where}python")
+        return
+    if cfg.args:
+        raise UserError(f"{where}args: arguments go to a model function; name it with {where}python")
     if cfg.activation not in ACTIVATIONS:
         choices = ", ".join(ACTIVATIONS)
         raise UserError(f"{where}activation: unknown activation {cfg.activation!r}; choose one of: {choices}")
@@ -56,9 +86,35 @@ def check(cfg: ModelConfig, where: str = "") -> None:
 
 
 def parameters(n_features: int, n_classes: int, cfg: ModelConfig) -> int:
-    """The number of weights and biases of the MLP :func:`build_mlp` builds."""
+    """The number of weights and biases of the MLP :func:`build_mlp` builds (0 for a model of the user's:
+    known once it is built)."""
+    if cfg.python:
+        return 0
     widths = [n_features, *cfg.hidden, output_size(n_classes)]
     return sum((a + 1) * b for a, b in itertools.pairwise(widths))
+
+
+def build(input_shape: tuple[int, ...], n_classes: int, cfg: ModelConfig) -> nn.Module:
+    """The model for a task whose rows have ``input_shape``: the user's function's module, or the MLP (on
+    rows of features). The user's function is called as ``fn(input_shape, outputs, **args)``; whatever it
+    raises, or a return that is no module, is a :class:`UserError`."""
+    if not cfg.python:
+        if len(input_shape) != 1:
+            raise UserError(
+                f"model: the built-in MLP takes rows of features, but the task's rows have shape "
+                f"{list(input_shape)}; name a module of your own with model.python"
+            )
+        return build_mlp(input_shape[0], n_classes, cfg)
+    fn = usercode.resolve(cfg.python, "model.python")
+    outputs = output_size(n_classes)
+    module = usercode.call(fn, cfg.python, "model.python", tuple(input_shape), outputs, **cfg.args)
+    if not isinstance(module, nn.Module):
+        raise UserError(
+            f"model.python: {cfg.python} returned a {type(module).__name__}, not a torch.nn.Module"
+        )
+    if not any(True for _ in module.parameters()):
+        raise UserError(f"model.python: the module {cfg.python} returned has no parameters to train")
+    return module
 
 
 def build_mlp(n_features: int, n_classes: int, cfg: ModelConfig) -> nn.Sequential:

@@ -12,7 +12,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from bench import schedules
+from bench import schedules, usercode
 from bench.config.parsing import convert, number, section
 from bench.config.rules import check_name, check_sections
 from bench.config.schema import (
@@ -152,7 +152,10 @@ def load_sized(path: str | Path) -> tuple[StudyConfig, Sizes]:
 
 def with_data(cfg: StudyConfig, folder: Path) -> tuple[StudyConfig, Sizes]:
     """The study with its CSV path (if any) relative to ``folder``, the definition's, and its data's sizes
-    (the data loaded and checked)."""
+    (the data loaded and checked). Import paths (``task.python``, ``model.python``) are looked up in
+    ``folder`` first."""
+    if cfg.task.python or cfg.model.python:
+        usercode.add_folder(folder)
     if cfg.task.csv and not Path(cfg.task.csv).is_absolute():
         candidate = folder / cfg.task.csv
         if candidate.is_file():

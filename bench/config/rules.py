@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from bench import model
+from bench import model, usercode
 from bench.config.schema import BUDGETS, METRICS, PRUNERS, SAMPLERS, FloatRange, StudyConfig, TrainingSection
 from bench.data import KINDS, DataConfig
 from bench.errors import UserError
@@ -51,6 +51,12 @@ def check_task(task: DataConfig) -> None:
             f"but got (test_size={t}, val_size={v})"
         )
     _seed("task.split_seed", task.split_seed)
+    if task.python:
+        usercode.check_path(task.python, "task.python")
+        if task.csv:
+            raise UserError("task: python and csv each name the task's rows; give one of them")
+    elif task.args:
+        raise UserError("task.args: arguments go to a task function; name it with task.python")
     for key, value in (task.label_map or {}).items():
         if isinstance(value, bool) or not isinstance(value, int):
             raise UserError(f"task.label_map.{key}: a class number (an integer), got {value!r}")

@@ -27,6 +27,8 @@ def check_runnable(cfg: StudyConfig, sizes: Sizes, n_trials: int | None = None) 
         resolve_device(cfg.training.device)
     except UserError as exc:
         raise UserError(f"training.device: {exc}") from None
+    if cfg.model.python or cfg.task.python:
+        check_model(cfg)
     per_epoch = steps_per_epoch(cfg, sizes)
     for name in cfg.schedulers:
         family = schedules.SCHEDULES[name]
@@ -35,6 +37,36 @@ def check_runnable(cfg: StudyConfig, sizes: Sizes, n_trials: int | None = None) 
                 schedules.verify(family, family.resolve(given, horizon), horizon)
             except UserError as exc:
                 raise UserError(f"schedulers.{name}: {exc} ({end})") from None
+
+
+def check_model(cfg: StudyConfig) -> None:
+    """The study's model built and run on two of its training rows (on the CPU): a function that raises, a
+    module that fails on the task's rows or gives outputs of another shape than the task needs, is a
+    :class:`UserError` now, not a failed trial later."""
+    import torch
+
+    from bench.data import load_task
+    from bench.model import build, output_size
+
+    task = load_task(cfg.task)
+    module = build(task.input_shape, task.n_classes, cfg.model)
+    x = task.x_train[:2]
+    where = f"model.python: {cfg.model.python}" if cfg.model.python else "model"
+    try:
+        with torch.no_grad():
+            out = module.eval()(x)
+    except Exception as exc:
+        text = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+        batch = f"a batch of shape {list(x.shape)}"
+        raise UserError(f"{where} fails on the task's rows ({batch}): {text}") from None
+    want = [len(x), output_size(task.n_classes)]
+    got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    if got != want:
+        outputs = "one output" if want[1] == 1 else f"{want[1]} outputs"
+        raise UserError(
+            f"{where} gives {got} for a batch of shape {list(x.shape)}, but the task needs {want} "
+            f"({outputs} per row: {task.kind}, {max(task.n_classes, 1)} class(es))"
+        )
 
 
 def _lr_ends(cfg: StudyConfig) -> tuple[float, float]:

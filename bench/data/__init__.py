@@ -22,7 +22,7 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -99,9 +99,15 @@ class DataConfig:
     rows: int = 2000
     features: int = 20
     classes: int = 2
+    # A task of the user's: the function (package.module:function) that returns its rows, and its arguments
+    # (bench.data.user).
+    python: str | None = None
+    args: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
+        if self.python:
+            return self.python.rpartition(":")[2]
         return Path(self.csv).stem if self.csv else str(self.dataset)
 
     @property
@@ -110,7 +116,7 @@ class DataConfig:
         A kind that is neither, or that a built-in dataset is not, is a :class:`UserError`."""
         if self.kind and self.kind not in KINDS:
             raise UserError(f"kind must be {' or '.join(KINDS)}, got {self.kind!r}")
-        builtin = None if self.csv else DATASETS.get(str(self.dataset))
+        builtin = None if self.csv or self.python else DATASETS.get(str(self.dataset))
         fixed = builtin.kind if builtin is not None else None
         if fixed and self.kind and self.kind != fixed:
             raise UserError(f"kind: {self.dataset} is a {fixed} dataset, but got kind={self.kind!r}")
@@ -137,7 +143,13 @@ class Task:
 
     @property
     def n_features(self) -> int:
-        return int(self.x_train.shape[1])
+        """Values in a row: its features, or all the values of an image (its :attr:`input_shape`)."""
+        return int(self.x_train[0].numel())
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one row: ``(features,)``, or a user's task's own, such as ``(1, 8, 8)``."""
+        return tuple(int(n) for n in self.x_train.shape[1:])
 
     @property
     def n_classes(self) -> int:
@@ -229,7 +241,7 @@ def load_task(cfg: DataConfig, device: torch.device | str = "cpu") -> Task:
     target = torch.float32 if kind.name == "regression" else torch.int64
 
     def tensors(part: str) -> tuple[torch.Tensor, torch.Tensor]:
-        xs = torch.as_tensor(arrays[f"x_{part}"], dtype=torch.float32, device=device)
+        xs = torch.as_tensor(arrays[f"x_{part}"], dtype=torch.float32, device=device).contiguous()
         ys = torch.as_tensor(arrays[f"y_{part}"], dtype=target, device=device)
         return xs, ys
 
@@ -242,7 +254,12 @@ def load_task(cfg: DataConfig, device: torch.device | str = "cpu") -> Task:
 
 def _prepare(cfg: DataConfig) -> dict[str, np.ndarray]:
     """The split and scaled arrays of a Task, from the data: features float32; labels int64, or a
-    regression target float32, standardised on the training rows (its mean and std in ``target_scale``)."""
+    regression target float32, standardised on the training rows (its mean and std in ``target_scale``).
+    A task of the user's function: its rows as they come (:mod:`.user`)."""
+    if cfg.python:
+        from bench.data import user
+
+        return user.prepare(cfg)
     from sklearn.preprocessing import StandardScaler
 
     x, y = load_frame(cfg)
@@ -314,7 +331,7 @@ def _split(
 def _cache_path(cfg: DataConfig) -> Path | None:
     """The cache file of a data config: its name is a hash of everything the arrays are made from."""
     folder = cache_dir()
-    if folder is None:
+    if folder is None or cfg.python:  # a function's rows: read from it, not kept
         return None
     key = hashlib.sha256()
     for module in sorted(Path(__file__).parent.glob("*.py")):

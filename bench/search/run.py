@@ -75,6 +75,7 @@ def run_study(
         if device.type == "cpu":
             _leave_a_core_to_the_writer()
         task = load_task(cfg.task, device)
+        cfg = engine_for(cfg, task)
         search = open_search(cfg, loc, target, math.ceil(len(task.y_train) / cfg.training.batch_size))
         if on_loaded is not None:
             on_loaded()
@@ -97,6 +98,23 @@ def _leave_a_core_to_the_writer() -> None:
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     torch.set_num_threads(max(1, min(torch.get_num_threads(), cores - 1)))
+
+
+def engine_for(cfg: StudyConfig, task: Task) -> StudyConfig:
+    """The study as it trains: a model that torch.func cannot batch falls back from the population engine
+    to the reference engine (one trial at a time), said in one line. The results are the same either way
+    (the engines' contract tests); only the time differs."""
+    if cfg.training.engine != "population":
+        return cfg
+    from bench.train.population import why_not_batched
+
+    why = why_not_batched(task, cfg.model)
+    if why is None:
+        return cfg
+    print(
+        f"model {cfg.model.label}: {why}; training one trial at a time (engine: reference)", file=sys.stderr
+    )
+    return dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, engine="reference"))
 
 
 def population_size(cfg: StudyConfig, task: Task, target: int) -> int:

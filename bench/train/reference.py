@@ -1,4 +1,4 @@
-"""The reference trainer: one MLP, one torch optimizer, one registry schedule, epoch by epoch.
+"""The reference trainer: one model, one torch optimizer, one registry schedule, epoch by epoch.
 
 The ground truth the population engine is checked against: the plain PyTorch loop, read top to bottom.
 torch only (no optuna, no mlflow), so it can be tested and timed alone. A study hooks in through
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from bench import schedules
 from bench.data import Task
 from bench.lazy import LazyModule
-from bench.model import build_mlp, loss_and_score, mean_loss
+from bench.model import build, loss_and_score, mean_loss
 from bench.train.optimizers import OPTIMIZERS
 from bench.train.trial import EpochMetrics, TrainConfig, TrialResult
 
@@ -60,7 +60,7 @@ def train(
     family = schedules.get(cfg.scheduler)
 
     torch.manual_seed(cfg.seed)
-    model = build_mlp(task.n_features, task.n_classes, cfg.model).to(device)
+    model = build(task.input_shape, task.n_classes, cfg.model).to(device)
     optimizer = OPTIMIZERS[cfg.optimizer](model.parameters(), cfg.lr, cfg.momentum, cfg.weight_decay)
 
     n_train = len(task.y_train)

@@ -1,9 +1,11 @@
 """The population engine: many trials trained at once as one batched model (see :mod:`.engine`)."""
 
-from bench.train.population.engine import Joiner, Population, auto_population_size, train_population
+from bench.train.population.engine import Batching, Joiner, Population, train_population
 from bench.train.population.members import ProxySchedule, group_key, proxy_schedule
+from bench.train.population.sizing import auto_population_size, why_not_batched
 
 __all__ = [
+    "Batching",
     "Joiner",
     "Population",
     "ProxySchedule",
@@ -11,4 +13,5 @@ __all__ = [
     "group_key",
     "proxy_schedule",
     "train_population",
+    "why_not_batched",
 ]

@@ -22,15 +22,15 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal, Protocol
 
 import torch
 
 from bench.data import Task
-from bench.model import ModelConfig, output_size
+from bench.train.population.func import FuncModel, func_initial_rows
 from bench.train.population.members import (
     Member,
     ProxySchedule,
@@ -45,24 +45,6 @@ from bench.train.reference import batch_weights
 from bench.train.trial import EpochMetrics, TrainConfig, TrialResult
 
 
-def auto_population_size(task: Task, model: ModelConfig, batch_size: int, cap: int | None = None) -> int:
-    """How many members to train at once: what fits in a quarter of the device's free memory, capped
-    (128 on CPU, where larger populations stop paying: ``make perf``'s (d) rows; 4096 on CUDA)."""
-    device = task.device
-    widths = [task.n_features, *model.hidden, output_size(task.n_classes)]
-    n_params = sum(a * b + b for a, b in itertools.pairwise(widths))
-    activations = (batch_size * 3 + len(task.y_val) + len(task.y_test)) * sum(widths)
-    per_member = 4 * (4 * n_params + 2 * activations)  # float32: weights, grad, two optimizer states
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        default_cap = 4096
-    else:
-        pages = os.sysconf("SC_AVPHYS_PAGES") if hasattr(os, "sysconf") else 2**20
-        free = pages * os.sysconf("SC_PAGE_SIZE")
-        default_cap = 128
-    return max(1, min(cap or default_cap, int(free * 0.25) // per_member))
-
-
 @dataclass(frozen=True)
 class Joiner:
     """A member that joins a population being trained: the caller's number for it, its settings, and its
@@ -71,6 +53,25 @@ class Joiner:
     index: int
     cfg: TrainConfig
     schedule: ProxySchedule | None = None
+
+
+# How the members are batched: "stacked", the built-in MLP's layers as batched matmuls (:mod:`.stack`);
+# "func", any module through torch.func (:mod:`.func`); "auto": stacked for the built-in MLP, func for a
+# module of the user's.
+Batching = Literal["auto", "stacked", "func"]
+
+
+class BatchedModel(Protocol):
+    """What the engine needs of a population's model (:class:`StackedMLP`, :class:`FuncModel`)."""
+
+    flat: torch.Tensor
+    grad: torch.Tensor
+    binary: bool
+
+    def set_rows(self, flat: torch.Tensor) -> None: ...
+    def gradients(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor: ...
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def member(self, row: int) -> list[torch.Tensor]: ...
 
 
 OnEpoch = Callable[[int, EpochMetrics], bool | None]
@@ -94,9 +95,15 @@ class _Epoch:
 class Population:
     """K members as stacked tensors. Built from TrainConfigs that share :func:`group_key`."""
 
-    def __init__(self, task: Task, cfgs: Sequence[TrainConfig], built: Sequence[ProxySchedule] | None = None):
+    def __init__(
+        self,
+        task: Task,
+        cfgs: Sequence[TrainConfig],
+        built: Sequence[ProxySchedule] | None = None,
+        batching: Batching = "auto",
+    ):
         """``built``: the members' :func:`proxy_schedule`, where the caller has built them already (fresh,
-        never stepped); else they are built here."""
+        never stepped); else they are built here. ``batching``: see :data:`Batching`."""
         if not cfgs:
             raise ValueError("a population needs at least one member")
         keys = {group_key(c) for c in cfgs}
@@ -107,6 +114,9 @@ class Population:
         if built is not None and len(built) != len(cfgs):
             raise ValueError(f"{len(built)} prebuilt schedules for {len(cfgs)} members")
         first = cfgs[0]
+        if batching == "stacked" and first.model.python:
+            raise ValueError("a module of the user's is batched by torch.func, not stacked")
+        self.func = batching == "func" or (batching == "auto" and bool(first.model.python))
         self.task, self.device, self.key = task, task.device, keys.pop()
         self.optimizer, self.epochs, self.batch_size = first.optimizer, first.epochs, first.batch_size
         self.n_train = len(task.y_train)
@@ -120,7 +130,8 @@ class Population:
         self.optim = MemberOptimizer(self.optimizer, self.device)
         self._cohorts = itertools.count()
         rows = self._join([Joiner(i, c, built[i] if built else None) for i, c in enumerate(cfgs)])
-        self.model = StackedMLP(task, first.model, rows)
+        model_cls = FuncModel if self.func else StackedMLP
+        self.model: BatchedModel = model_cls(task, first.model, rows)
         self._relayout(rows)
 
     def add(self, joiners: Sequence[Joiner]) -> None:
@@ -140,7 +151,8 @@ class Population:
                     f"a member of group {group_key(j.cfg)} cannot join a population of {self.key}"
                 )
         cohort = next(self._cohorts)
-        rows = initial_rows(self.task, joiners[0].cfg.model, [j.cfg.seed for j in joiners])
+        initial = func_initial_rows if self.func else initial_rows
+        rows = initial(self.task, joiners[0].cfg.model, [j.cfg.seed for j in joiners])
         lr_rows, mom_rows = [], []
         for j in joiners:
             schedule = j.schedule or proxy_schedule(j.cfg, self.steps_per_epoch)
@@ -252,7 +264,7 @@ class Population:
         y_epoch = self.task.y_train.index_select(0, flat_order).view(k, -1)
         if self.model.binary:
             y_epoch = y_epoch.to(torch.float32)  # the binary loss's labels, converted once an epoch
-        x_epoch = self.task.x_train.index_select(0, flat_order).view(k, self.n_train, -1)
+        x_epoch = self.task.x_train.index_select(0, flat_order).view(k, self.n_train, *self.task.input_shape)
         x_batches, y_batches = x_epoch.split(self.batch_size, 1), y_epoch.split(self.batch_size, 1)
         losses = []
         for i in range(spe):
@@ -330,7 +342,8 @@ class Population:
             r.test_loss, r.test_score = loss_l[row], score_l[row]
 
     def member_weights(self, index: int) -> list[torch.Tensor]:
-        """Member ``index`` (caller's numbering) weights in nn.Linear layout: [W1 (out, in), b1, W2, ...]."""
+        """Member ``index`` (caller's numbering) weights as its module's ``parameters()``: for the MLP, in
+        nn.Linear layout [W1 (out, in), b1, W2, ...]."""
         return self.model.member(next(r for r, m in enumerate(self.members) if m.index == index))
 
 
@@ -340,6 +353,7 @@ def train_population(
     on_epoch: OnEpoch | None = None,
     built: Sequence[ProxySchedule] | None = None,
     on_done: OnDone | None = None,
+    batching: Batching = "auto",
 ) -> list[TrialResult]:
     """Train many trials at once, grouped into populations by :func:`group_key`; results in input order.
     ``built``: the trials' :func:`proxy_schedule` where the caller has them (see :class:`Population`).
@@ -349,7 +363,8 @@ def train_population(
     for i, c in enumerate(cfgs):
         groups.setdefault(group_key(c), []).append(i)
     for indices in groups.values():
-        pop = Population(task, [cfgs[i] for i in indices], [built[i] for i in indices] if built else None)
+        prebuilt = [built[i] for i in indices] if built else None
+        pop = Population(task, [cfgs[i] for i in indices], prebuilt, batching)
 
         def hook(j: int, m: EpochMetrics, indices: list[int] = indices) -> bool | None:
             return on_epoch(indices[j], m) if on_epoch is not None else None
