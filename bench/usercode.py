@@ -38,13 +38,16 @@ def check_path(path: str, where: str) -> None:
 
 @contextlib.contextmanager
 def _search_path() -> Iterator[None]:
+    """The study folders and the working directory first on sys.path; no bytecode cache written beside the
+    user's files (a command that refuses its input leaves the folder as it found it)."""
     extra = [str(f) for f in _FOLDERS] + [str(Path.cwd())]
-    saved = list(sys.path)
+    saved, saved_flag = list(sys.path), sys.dont_write_bytecode
     sys.path[:0] = [p for p in extra if p not in sys.path]
+    sys.dont_write_bytecode = True
     try:
         yield
     finally:
-        sys.path[:] = saved
+        sys.path[:], sys.dont_write_bytecode = saved, saved_flag
 
 
 def resolve(path: str, where: str) -> Callable[..., Any]:

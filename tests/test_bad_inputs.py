@@ -76,6 +76,31 @@ def csv(id: str, expect: str, text: str | bytes, cli: bool = False) -> Bad:
     return Bad(id, argv, expect, CSV_STUDY, files=(("data.csv", text),), cli=cli)
 
 
+RAISES = "def build(shape, outputs, channels=3):\n    raise ValueError('channels must be even')\n"
+WRONG_IN = "import torch\ndef build(shape, outputs):\n    return torch.nn.Linear(7, outputs)\n"
+FIVE = "import torch\ndef build(shape, outputs):\n    return torch.nn.Linear(shape[0], 5)\n"
+_ROWS = "import torch\ndef part(n):\n    return torch.randn(n, 4), torch.arange(n) % 2\n"
+NAN_TASK = _ROWS + (
+    "def load():\n    train = part(40)\n    train[0][3, 1] = float('nan')\n"
+    "    return {'train': train, 'val': part(10), 'test': part(10)}\n"
+)
+TASK_RAISES = "def load():\n    raise OSError('no such archive')\n"
+
+
+def user(id: str, expect: str, module: str, code: str, cli: bool = False) -> Bad:
+    """A study whose model is ``module:build``, the module's ``code`` beside the study."""
+    argv = ("study", "{study}", "--output", "{dir}/out")
+    text = study_text(model={"python": f"{module}:build"})
+    return Bad(id, argv, expect, text, files=((f"{module}.py", code),), cli=cli)
+
+
+def user_task(id: str, expect: str, module: str, code: str, cli: bool = False) -> Bad:
+    """A study whose task is ``module:load``, the module's ``code`` beside the study."""
+    argv = ("study", "{study}", "--output", "{dir}/out")
+    text = study_text(task={"python": f"{module}:load"})
+    return Bad(id, argv, expect, text, files=((f"{module}.py", code),), cli=cli)
+
+
 def scheduler(id: str, expect: str, family: str, args: dict[str, Any], cli: bool = False) -> Bad:
     return changed(id, expect, cli, schedulers={family: args})
 
@@ -134,6 +159,40 @@ CASES = [
     csv("csv-header-only", "no rows", "a,b,y\n"),
     csv("csv-one-class", "target has a single class", _csv([f"{i},{i},0" for i in range(30)])),
     csv("csv-no-target-column", "column 'y' not found", "a,b\n1,2\n"),
+    # A model and a task of the user's, by import path: each module has a name of its own (this process
+    # imports each once).
+    changed("user-path-form", "an import path is package.module:function", model={"python": "models.build"}),
+    changed(
+        "user-no-module", "cannot import 'no_such_models'", True, model={"python": "no_such_models:build"}
+    ),
+    user("user-no-function", "module 'm_nofn' has no 'build'", "m_nofn", "def other(shape, n):\n    pass\n"),
+    user("user-raises", "m_raises:build raised ValueError: channels must be even", "m_raises", RAISES, True),
+    user(
+        "user-shape-mismatch",
+        "fails on the task's rows (a batch of shape [2, 30])",
+        "m_shape",
+        WRONG_IN,
+        True,
+    ),
+    user(
+        "user-outputs", "gives [2, 5] for a batch of shape [2, 30], but the task needs [2, 1]", "m_out", FIVE
+    ),
+    user(
+        "user-not-a-module",
+        "m_int:build returned a int, not a torch.nn.Module",
+        "m_int",
+        "def build(s, n):\n    return 3\n",
+    ),
+    user_task(
+        "user-task-nan", "the train x holds 1 non-finite value(s) (NaN or inf)", "t_nan", NAN_TASK, True
+    ),
+    user_task("user-task-raises", "t_raises:load raised OSError: no such archive", "t_raises", TASK_RAISES),
+    user_task(
+        "user-task-form",
+        "t_form:load returned a int; it returns a mapping",
+        "t_form",
+        "def load():\n    return 3\n",
+    ),
     changed("csv-missing", "data file not found", task={"csv": "nowhere.csv", "target": "y"}),
     # --- model --------------------------------------------------------------------------------------------
     changed("hidden-0", "model.hidden: every size must be at least 1, but got [0]", True, model__hidden=[0]),
