@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from bench.cli import commands, study, suite, ui
+from bench.cli import commands, study, suite, sweep, ui
 from bench.errors import UserError
 from bench.tracking.server import stopped_answering
 from bench.uris import is_tracking_server, scrub
@@ -133,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=ui.cmd_ui)
 
+    p = sub.add_parser("lr-sweep", help=sweep.HELP)
+    sweep.add_arguments(p)
+    p.set_defaults(func=sweep.cmd_lr_sweep)
     return parser
 
 
