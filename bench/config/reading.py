@@ -163,5 +163,6 @@ def with_data(cfg: StudyConfig, folder: Path) -> tuple[StudyConfig, Sizes]:
     try:
         sizes = check(cfg.task)
     except UserError as exc:
-        raise UserError(f"task: {exc}") from None
+        text = str(exc)  # a task function's errors name their key (task.python) already
+        raise UserError(text if text.startswith("task.") else f"task: {text}") from None
     return cfg, sizes
