@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from bench.cli import commands, study, suite, sweep, ui
+from bench.cli import commands, study, suite, sweep, takehome, ui
 from bench.errors import UserError
 from bench.tracking.server import stopped_answering
 from bench.uris import is_tracking_server, scrub
@@ -136,6 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("lr-sweep", help=sweep.HELP)
     sweep.add_arguments(p)
     p.set_defaults(func=sweep.cmd_lr_sweep)
+
+    p = sub.add_parser("replay", help=takehome.REPLAY_HELP)
+    takehome.replay_arguments(p)
+    p.set_defaults(func=takehome.cmd_replay)
+
+    p = sub.add_parser("snippet", help=takehome.SNIPPET_HELP)
+    takehome.snippet_arguments(p)
+    p.set_defaults(func=takehome.cmd_snippet)
     return parser
 
 

@@ -125,7 +125,8 @@ class _Cells:
         c = next(self.queue)
         trial.set_user_attr(CELL, {"family": c.family, "config": c.config, "seed_index": self.seed_index})
         seed = self.cfg.training.seed + self.seed_index
-        return TrialSpec(trial.number, c.family, dict(c.scheduler_args), c.optimizer, c.lr, seed)
+        split_seed = self.cfg.confirm_task(self.seed_index).split_seed
+        return TrialSpec(trial.number, c.family, dict(c.scheduler_args), c.optimizer, c.lr, seed, split_seed)
 
 
 def run_confirmation(

@@ -100,6 +100,7 @@ class TrialSpec:
     optimizer: str
     lr: float
     seed: int
+    split_seed: int | None = None  # the split trained on, where not the study's task's (a confirmation's)
 
 
 def suggest(trial: optuna.Trial, name: str, rng: schedules.Range) -> Any:

@@ -7,6 +7,7 @@ round trip each on an RDB storage).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Callable
@@ -30,19 +31,41 @@ PARENT_RUN = "mlflow_parent_run_id"  # study user attribute: the study's MLflow 
 def run_params(cfg: StudyConfig, spec: TrialSpec, result: TrialResult | None) -> dict[str, Any]:
     """DESIGN.md's params: the family, every argument it was built with (derived ones too) named
     ``<family>.<arg>`` as leaderboard.csv's columns are, the rest. The base LR is ``base_lr``: ``lr`` is the
-    metric of the LR curve, and a param of the same name would stand beside it in MLflow's compare view."""
+    metric of the LR curve, and a param of the same name would stand beside it in MLflow's compare view.
+
+    What a run needs to be trained again from its record alone (``lrbench replay``) is there too: the
+    optimizer's momentum and weight decay, the split's seed (a confirmation run's is its own), the engine
+    (a study resumed with another one keeps the same definition otherwise), the steps per epoch the
+    schedule spans, and the device and torch version it was trained with (a replay elsewhere may differ in
+    the last bits, and says why)."""
+    t = cfg.training
     params: dict[str, Any] = {
         "scheduler": spec.scheduler,
         "optimizer": spec.optimizer,
         "base_lr": spec.lr,
-        "epochs": cfg.training.epochs,
-        "batch_size": cfg.training.batch_size,
+        "momentum": t.momentum,
+        "weight_decay": t.weight_decay,
+        "epochs": t.epochs,
+        "batch_size": t.batch_size,
         "seed": spec.seed,
         "dataset": cfg.task.name,
+        "split_seed": cfg.task.split_seed if spec.split_seed is None else spec.split_seed,
+        "engine": t.engine,
     }
+    if result is not None:
+        params.update(
+            steps_per_epoch=result.steps_per_epoch, device=result.device, torch_version=_torch_version()
+        )
     args = result.scheduler_args if result is not None else spec.scheduler_args
     params.update({f"{spec.scheduler}.{k}": v for k, v in args.items()})
     return params
+
+
+@functools.cache
+def _torch_version() -> str:
+    import torch  # imported already: the trial was trained
+
+    return str(torch.__version__)
 
 
 def _curve(cfg: StudyConfig, result: TrialResult) -> list[float]:
