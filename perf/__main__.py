@@ -7,6 +7,7 @@
     python -m perf compare A B  # the default study from two source trees, alternately (a change's cost)
     python -m perf power      # what the ranking's tie procedure detects, by simulation (no training)
     python -m perf importance # the report's fANOVA importance: 16 trees against 64, and other seeds
+    python -m perf func       # the torch.func engine: vs the stacked MLP, and the example CNN vs reference
 
 All rows use the reference task (breast-cancer MLP 30-64-32-1, batch 32, 50 epochs) on one device:
 
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "what",
         nargs="?",
-        choices=("all", "storage", "seeds", "server", "compare", "power", "importance"),
+        choices=("all", "storage", "seeds", "server", "compare", "power", "importance", "func"),
         default="all",
     )
     parser.add_argument("trees", nargs="*", type=Path, help="compare: two source trees of lrbench, A and B")
@@ -92,7 +93,15 @@ def main(argv: list[str] | None = None) -> int:
 
     cuda = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
     ks = args.k or ([1, 16, 64, 256, 1024, 4096] if cuda else [1, 16, 64, 128, 256])
-    print(full_benchmark(args.device, ks, Path(args.output)))
+    # torch.func beside the stacked MLP at the sizes the study trains at; the CNN at a few sizes.
+    func_ks = [k for k in ks if k in (16, 64, 256, 1024)] or ks[:1]
+    cnn_ks = [k for k in ks if k in (16, 64, 256, 1024, 4096)] or ks[:1]
+    if args.what == "func":
+        from perf.func import func_benchmark
+
+        print(func_benchmark(args.device, func_ks, cnn_ks))
+        return 0
+    print(full_benchmark(args.device, ks, Path(args.output), func_ks, cnn_ks))
     print(f"\nwrote {args.output}/perf.txt", file=sys.stderr)
     return 0
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from perf.func import func_benchmark
 from perf.study import study_row
 from perf.training import (
     EPOCHS,
@@ -27,7 +28,7 @@ from perf.training import (
 E_REPEATS = 3
 
 
-def full_benchmark(device: str, ks: list[int], out_dir: Path) -> str:
+def full_benchmark(device: str, ks: list[int], out_dir: Path, func_ks: list[int], cnn_ks: list[int]) -> str:
     rows: list[tuple[str, dict[str, Any]]] = []
 
     def add(label: str, fn: Callable[..., dict[str, Any]], *args: Any) -> None:
@@ -121,6 +122,7 @@ def full_benchmark(device: str, ks: list[int], out_dir: Path) -> str:
         f"best val accuracy {pop_e['best_val_accuracy']:.4f} vs {ref_e['best_val_accuracy']:.4f}; "
         f"search {pop_e['in_loop_s']:.1f} s vs {ref_e['in_loop_s']:.1f} s",
     ]
+    lines += ["", func_benchmark(device, func_ks, cnn_ks)]
     table = "\n".join(lines)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "perf.txt").write_text(table + "\n")

@@ -13,11 +13,13 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import optuna
 
 EPOCHS, BATCH = 50, 32
+ROOT_DIR = Path(__file__).resolve().parent.parent
 
 
 def _peak_mb() -> float:
