@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from bench.cache import write_whole
-from bench.config import FloatRange, Locations, StudyConfig, check_runnable, load_sized, parse
+from bench.config import Locations, StudyConfig, check_runnable, load_sized, parse
 from bench.config.reading import with_data
 from bench.config.yamlsafe import read_yaml
 from bench.errors import UserError
@@ -91,16 +91,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--write", metavar="COPY.yaml", help="write a copy of the study with the suggested training.lr"
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
-
-
-def study_lr(cfg: StudyConfig) -> tuple[float, float]:
-    """The study's ``training.lr``: its lowest and highest values."""
-    lr = cfg.training.lr
-    if isinstance(lr, FloatRange):
-        return lr.low, lr.high
-    if isinstance(lr, tuple):
-        return min(lr), max(lr)
-    return lr, lr
 
 
 def _copy_target(args: argparse.Namespace) -> Path | None:
@@ -181,7 +171,7 @@ def _write_results(cfg: StudyConfig, result: SweepResult, folder: Path) -> dict[
         ),
         range_tests=[RangeCurve(c.seed, c.lrs, c.losses, c.smoothed, c.stop_lr) for c in result.range_tests],
         suggested=(result.suggestion.low, result.suggestion.high) if result.suggestion else None,
-        study_lr=study_lr(cfg),
+        study_lr=cfg.training.lr_ends(),
         steepest_lr=result.range_steepest_lr,
     )
     paths = {"figure": folder / FIGURE, "sweep_csv": folder / SWEEP_CSV, "range_test_csv": folder / RANGE_CSV}
@@ -264,7 +254,7 @@ def _answer(cfg: StudyConfig, result: SweepResult, files: dict[str, str]) -> str
         f"{s.high:g} x {len(result.seeds)} seeds, {s.epochs} epochs each "
         f"({result.seconds:.1f} s on {result.device})"
     ]
-    c_low, c_high = study_lr(cfg)
+    c_low, c_high = cfg.training.lr_ends()
     current = f"{c_low:.3g} to {c_high:.3g}" if c_low != c_high else f"{c_low:.3g}"
     g = result.suggestion
     if g is None:
@@ -291,7 +281,7 @@ def _answer(cfg: StudyConfig, result: SweepResult, files: dict[str, str]) -> str
 
 def _json(cfg: StudyConfig, result: SweepResult, files: dict[str, str]) -> dict[str, Any]:
     g = result.suggestion
-    c_low, c_high = study_lr(cfg)
+    c_low, c_high = cfg.training.lr_ends()
     return {
         "study": cfg.name,
         "optimizer": result.optimizer,

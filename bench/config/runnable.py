@@ -14,7 +14,7 @@ from typing import Any
 
 from bench import schedules
 from bench.config.limits import check_size, steps_per_epoch
-from bench.config.schema import FloatRange, StudyConfig
+from bench.config.schema import StudyConfig
 from bench.config.searched import family_space
 from bench.data import Sizes
 from bench.errors import UserError
@@ -69,15 +69,6 @@ def check_model(cfg: StudyConfig) -> None:
         )
 
 
-def _lr_ends(cfg: StudyConfig) -> tuple[float, float]:
-    lr = cfg.training.lr
-    if isinstance(lr, FloatRange):
-        return lr.low, lr.high
-    if isinstance(lr, tuple):
-        return min(lr), max(lr)
-    return lr, lr
-
-
 # A search draws an integer's ends, but never a float's exactly: a float is taken this share inside its end
 # (of the range, or of the end itself where that is less), where a OneCycleLR of 10 steps with pct_start 0.1
 # exactly has a first phase of no length at all.
@@ -102,7 +93,7 @@ def _extremes(cfg: StudyConfig, name: str, per_epoch: int) -> Iterator[tuple[str
     the high ends (with the highest), each choice of a categorical argument taken in turn; as the search
     draws them (bench.config.searched.family_space)."""
     family = schedules.SCHEDULES[name]
-    lows_highs = _lr_ends(cfg)
+    lows_highs = cfg.training.lr_ends()
     first, _ = family_space(cfg, name, family.horizon(cfg.training.epochs, per_epoch, lows_highs[0]))
     variants = max([2, *(len(rng.choices) for rng in first.values() if rng.choices is not None)])
     for j in range(variants):

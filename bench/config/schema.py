@@ -59,6 +59,14 @@ class TrainingSection:
     engine: str = "population"  # or "reference": one trial at a time (the ground truth)
     population_size: int = 0  # trials trained at once by the population engine; 0: automatic
 
+    def lr_ends(self) -> tuple[float, float]:
+        """The lowest and the highest base LR the study trains with."""
+        if isinstance(self.lr, FloatRange):
+            return self.lr.low, self.lr.high
+        if isinstance(self.lr, tuple):
+            return min(self.lr), max(self.lr)
+        return self.lr, self.lr
+
 
 @dataclass(frozen=True)
 class ObjectiveSection:
