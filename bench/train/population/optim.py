@@ -11,7 +11,6 @@ correction): to torch's Adam they are different tensors, views of each cohort's 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -52,7 +51,7 @@ class MemberOptimizer:
         self.kind = kind
         self.device = device
         self.fused = device.type in FUSED_ADAM_DEVICES
-        self.wd = torch.empty(0, device=device)
+        self.wd = torch.empty(0, dtype=torch.float64, device=device)
         self.decays = False
         self.state: dict[str, torch.Tensor] = {}
         self.steps: dict[int, int] = {}  # optimizer steps taken, by cohort
@@ -63,7 +62,7 @@ class MemberOptimizer:
 
     def add_cohort(self, number: int, weight_decays: Sequence[float]) -> None:
         """New members with their weight decays, appended as rows with a fresh optimizer state."""
-        wd = torch.tensor(list(weight_decays), dtype=torch.float32, device=self.device)
+        wd = torch.tensor(list(weight_decays), dtype=torch.float64, device=self.device)
         self.wd = torch.cat([self.wd, wd])
         self.decays = self.decays or bool(any(weight_decays))
         n = len(weight_decays)
@@ -110,27 +109,30 @@ class MemberOptimizer:
 
     @torch.no_grad()
     def step(self, lr: torch.Tensor, mom: torch.Tensor) -> None:
-        """One optimizer step for every member at once; lr and mom are (K,), one per member."""
+        """One optimizer step for every member at once; lr and mom are (K,) float64, one per member (what
+        torch's optimizers hold as Python floats: each value is cast to the parameters' dtype where torch
+        casts it, so that a member's arithmetic is torch's own)."""
         for number in self.steps:
             self.steps[number] += 1
         p, grad, state = self._flat, self._grad, self.state
-        lr_k, mom_k, wd_k = lr[:, None], mom[:, None], self.wd[:, None]
+        dtype = p.dtype
+        lr_k = lr.to(dtype)[:, None]
         if self.kind == "sgd":
             if self.decays:
-                grad = grad + wd_k * p  # torch: grad.add(param, alpha=weight_decay)
+                grad = grad + self.wd.to(dtype)[:, None] * p  # torch: grad.add(param, alpha=weight_decay)
             buf = state["momentum_buffer"]
-            buf.mul_(mom_k).add_(grad)  # dampening 0
+            buf.mul_(mom.to(dtype)[:, None]).add_(grad)  # dampening 0
             p.sub_(lr_k * buf)
             return
         if self.kind == "adamw":
             if self.decays:
-                p.mul_(1 - lr_k * wd_k)
+                p.mul_((1 - lr * self.wd).to(dtype)[:, None])  # torch: param.mul_(1 - lr * weight_decay)
         elif self.decays:
-            grad = grad + wd_k * p  # Adam's L2 term, per member
+            grad = grad + self.wd.to(dtype)[:, None] * p  # Adam's L2 term, per member
         if self._blocks is not None:
             self._torch_adam_step(grad, lr_k)
         else:
-            self._written_out_adam_step(grad, lr_k, mom_k)
+            self._written_out_adam_step(grad, lr, mom)
 
     def _torch_adam_step(self, grad: torch.Tensor, lr_k: torch.Tensor) -> None:
         """torch's Adam with LR 1 on the zero direction buffer leaves -m_hat / (sqrt(v_hat) + eps) in it,
@@ -161,21 +163,25 @@ class MemberOptimizer:
         self._flat.addcmul_(direction, lr_k)
         direction.zero_()
 
-    def _written_out_adam_step(self, grad: torch.Tensor, lr_k: torch.Tensor, mom_k: torch.Tensor) -> None:
-        """torch's Adam arithmetic with a beta1 per member (``cycle_momentum`` moves it every step)."""
+    def _written_out_adam_step(self, grad: torch.Tensor, lr: torch.Tensor, mom: torch.Tensor) -> None:
+        """torch's single-tensor Adam, term for term, with a beta1 per member (``cycle_momentum`` moves it
+        every step): the coefficients in float64 as torch computes them from Python floats, cast where
+        torch casts them, and the update in the order of ``param.addcdiv_(exp_avg, denom, value=-step_size)``
+        ((value * exp_avg) / denom, then added)."""
         p = self._flat
         exp_avg, exp_avg_sq = self.state["exp_avg"], self.state["exp_avg_sq"]
         beta2 = ADAM_BETAS[1]
-        exp_avg.lerp_(grad, 1 - mom_k)
+        exp_avg.lerp_(grad, (1 - mom).to(p.dtype)[:, None])
         exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
         if len(self._cohorts) == 1:
             step = self.steps[self._cohorts[0].number]
-            bias_correction1 = 1 - mom_k**step
-            bias_correction2_sqrt: float | torch.Tensor = math.sqrt(1 - beta2**step)
+            bias_correction1 = 1 - mom**step
+            bias_correction2_sqrt: float | torch.Tensor = (1 - beta2**step) ** 0.5
         else:
             counts = [self.steps[c.number] for c in self._cohorts for _ in range(c.first, c.end)]
-            step_k = torch.tensor(counts, dtype=torch.float64)[:, None]
-            bias_correction1 = 1 - mom_k ** step_k.to(device=p.device, dtype=p.dtype)
-            bias_correction2_sqrt = (1 - beta2**step_k).sqrt().to(device=p.device, dtype=p.dtype)
-        denom = exp_avg_sq.sqrt().div_(bias_correction2_sqrt).add_(ADAM_EPS)
-        p.sub_(exp_avg.div(denom).mul_(lr_k / bias_correction1))
+            step_k = torch.tensor(counts, dtype=torch.float64, device=p.device)
+            bias_correction1 = 1 - mom**step_k
+            bias_correction2_sqrt = ((1 - beta2**step_k) ** 0.5).to(p.dtype)[:, None]
+        step_size = (lr / bias_correction1).to(p.dtype)[:, None]
+        denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(ADAM_EPS)
+        p.add_(exp_avg.mul(-step_size).div_(denom))
