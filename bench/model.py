@@ -73,6 +73,13 @@ def check(cfg: ModelConfig, where: str = "") -> None:
     (``model.`` in a study)."""
     if cfg.python:
         usercode.check_path(cfg.python, f"{where}python")
+        default = ModelConfig()
+        shaped = [k for k in ("hidden", "activation", "dropout") if getattr(cfg, k) != getattr(default, k)]
+        if shaped:
+            raise UserError(
+                f"{where}{shaped[0]}: hidden, activation and dropout shape the built-in MLP; "
+                f"leave them out with {where}python (give your function args instead)"
+            )
         return
     if cfg.args:
         raise UserError(f"{where}args: arguments go to a model function; name it with {where}python")

@@ -79,7 +79,8 @@ def call(fn: Callable[..., Any], path: str, where: str, *args: Any, **kwargs: An
     except ValueError:
         pass  # no signature to read (a builtin): called as it is
     try:
-        return fn(*args, **kwargs)
+        with _search_path():  # the function may import its own siblings
+            return fn(*args, **kwargs)
     except UserError:
         raise
     except Exception as exc:

@@ -97,6 +97,7 @@ ALLOWED: dict[str, set[str]] = {
         "bench.schedules",
         "bench.train",
         "bench.sweep",
+        "bench.usercode",
         "bench.tracking",
         "bench.search",
         "bench.report",

@@ -85,6 +85,16 @@ NAN_TASK = _ROWS + (
     "    return {'train': train, 'val': part(10), 'test': part(10)}\n"
 )
 TASK_RAISES = "def load():\n    raise OSError('no such archive')\n"
+DETACHED = (
+    "import torch\nclass M(torch.nn.Module):\n    def __init__(self, n, o):\n        super().__init__()\n"
+    "        self.l = torch.nn.Linear(n, o)\n    def forward(self, x):\n        return self.l(x).detach()\n"
+    "def build(shape, outputs):\n    return M(shape[0], outputs)\n"
+)
+# A task function whose training rows grow with split_seed: the confirmation's splits differ in size.
+GROWING = _ROWS + (
+    "def load(split_seed=0):\n"
+    "    return {'train': part(40 + split_seed - 2), 'val': part(10), 'test': part(10)}\n"
+)
 
 
 def user(id: str, expect: str, module: str, code: str, cli: bool = False) -> Bad:
@@ -187,6 +197,29 @@ CASES = [
         "user-task-nan", "the train x holds 1 non-finite value(s) (NaN or inf)", "t_nan", NAN_TASK, True
     ),
     user_task("user-task-raises", "t_raises:load raised OSError: no such archive", "t_raises", TASK_RAISES),
+    user(
+        "user-cannot-train",
+        "m_detached:build cannot be trained: a training step on a batch of shape [2, 30]",
+        "m_detached",
+        DETACHED,
+    ),
+    changed(
+        "user-task-csv-key",
+        "task.target: a task function gives its rows split and ready",
+        task={"python": "t_any:load", "target": "y"},
+    ),
+    changed(
+        "user-model-mlp-key",
+        "model.hidden: hidden, activation and dropout shape the built-in MLP",
+        model={"python": "m_any:build", "hidden": [8]},
+    ),
+    Bad(
+        "user-resplit-sizes",
+        ("study", "{study}", "--output", "{dir}/out"),
+        "with confirm.resplit, split_seed 3 gives rows of shape [4], 2 output(s) and 41 training rows",
+        study_text(task={"python": "t_grow:load"}, confirm={"seeds": 2}),
+        files=(("t_grow.py", GROWING),),
+    ),
     user_task(
         "user-task-form",
         "t_form:load returned a int; it returns a mapping",

@@ -188,8 +188,8 @@ def test_the_reports_train_command_says_the_kind_where_the_data_does_not() -> No
         [{"family": "constant", "optimizer": "adam", "base_lr": 0.01, "scheduler_args": "{}", "seed": 0}]
     ).assign(split_seed=2)
     csv = _cfg(task={"csv": "d.csv", "target": "y", "kind": "regression"})
-    assert "--kind regression" in reproductions(csv, chosen, 5)["constant"].command
-    assert "--kind" not in reproductions(_cfg(), chosen, 5)["constant"].command  # diabetes is one
+    assert "--kind regression" in reproductions(csv, chosen, 5, {})["constant"].command
+    assert "--kind" not in reproductions(_cfg(), chosen, 5, {})["constant"].command  # diabetes is one
 
 
 def test_the_objective_is_best_in_the_tasks_direction() -> None:

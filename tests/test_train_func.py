@@ -94,3 +94,5 @@ def test_batch_norm_and_control_flow_are_named_as_unbatchable(digits_images: Tas
     assert why_not_batched(digits_images, CNN) is None
     flow = why_not_batched(digits_images, ModelConfig(python="usermodels:branchy"))
     assert flow is not None and "torch.func cannot batch" in flow
+    frozen = why_not_batched(digits_images, ModelConfig(python="usermodels:frozen_first_layer"))
+    assert frozen == "its parameter '1.weight' is frozen (requires_grad=False); a population trains them all"

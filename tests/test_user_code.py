@@ -45,6 +45,10 @@ def test_the_example_study_runs_on_the_population_engine(tmp_path: Path) -> None
     out = tmp_path / "out" / "digits_cnn"
     assert (out / "leaderboard.csv").is_file() and (out / "report.html").is_file()
     assert _engines(tmp_path / "out") == {"population"}
+    # The report's "reproduce it": lrbench train has no option for the user's functions; replay has them.
+    page = (out / "report.html").read_text()
+    assert "lrbench replay " in page and "--dataset" not in page
+    assert "task load_digits (1077 training rows) · cnn:build · adam" in page
 
 
 def test_a_module_with_batch_norm_falls_back_to_the_reference_engine_in_one_line(tmp_path: Path) -> None:
@@ -57,6 +61,19 @@ def test_a_module_with_batch_norm_falls_back_to_the_reference_engine_in_one_line
         "which torch.func.vmap cannot batch; training one trial at a time (engine: reference)"
     ]
     assert _engines(tmp_path / "out") == {"reference"}
+    # A run of the user's module replays exactly (the reference engine) given the study, whose folder holds
+    # the module; without it, one line says so.
+    run = next(
+        r.info.run_id
+        for r in mlflow_runs(tmp_path / "out", "digits_cnn")
+        if r.data.tags.get("lrbench.stage") == "search" and r.data.tags.get("state") == "COMPLETE"
+    )
+    replayed = lrbench("replay", run, "--study", study, "--output", tmp_path / "out")
+    assert replayed.returncode == 0, replayed.stderr
+    assert "val/loss reproduced exactly" in replayed.stdout
+    lost = lrbench("replay", run, "--tracking-uri", f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}")
+    assert lost.returncode == 2 and lost.stderr.count("\n") == 1
+    assert "cannot import 'cnn'" in lost.stderr and "give --study STUDY.yaml" in lost.stderr
 
 
 @pytest.mark.parametrize("kind", ["classification", "regression"])
@@ -82,3 +99,22 @@ def test_a_task_function_gives_its_rows_as_they_are(tmp_path: Path, kind: str) -
         assert task.target_std == 1.0 and task.y_train.dtype.is_floating_point
     else:
         assert task.classes == ["0", "1"]
+
+
+def test_a_definition_stored_before_model_and_task_functions_resumes() -> None:
+    """A study stored before ``python`` and ``args`` existed has no such keys in its definition: a study of
+    the built-in kind leaves them out of what must match, one of the user's functions has them."""
+    import dataclasses
+
+    from bench import config
+    from bench.model import ModelConfig
+
+    from helpers import SMOKE
+
+    cfg = config.load(SMOKE)
+    plain = cfg.comparable()
+    assert not {"python", "args"} & (set(plain["task"]) | set(plain["model"]))
+    mine = dataclasses.replace(cfg, model=ModelConfig(python="m:build", args={"width": 8}))
+    assert mine.comparable()["model"]["python"] == "m:build" and mine.comparable()["model"]["args"] == {
+        "width": 8
+    }

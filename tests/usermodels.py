@@ -30,3 +30,10 @@ class Branchy(nn.Module):
 
 def branchy(input_shape: tuple[int, ...], outputs: int) -> nn.Module:
     return Branchy(math.prod(input_shape), outputs)
+
+
+def frozen_first_layer(input_shape: tuple[int, ...], outputs: int) -> nn.Module:
+    """A first layer left as initialised (a frozen backbone's stand-in)."""
+    model = dropout_mlp(input_shape, outputs, 0.0)
+    model[1].weight.requires_grad_(False)
+    return model

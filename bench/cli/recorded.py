@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from bench import schedules
+from bench import schedules, usercode
 from bench.cli.commands import parse_value
 from bench.cli.stores import check_tracking
 from bench.config import Locations, StudyConfig, load, parse
@@ -105,6 +105,7 @@ def read_trial(uri: str, run_id: str) -> RecordedTrial:
             "data it trained on are unknown"
         )
     cfg = _study(record)
+    _resolvable(cfg, run_id)
     params = record.params
     assumed: dict[str, object] = {}
     missing = [k for k in REQUIRED if k not in params]
@@ -163,6 +164,19 @@ def read_trial(uri: str, run_id: str) -> RecordedTrial:
     resolved = built.resolve(args, built.horizon(train.epochs, steps_per_epoch, train.lr))
     train = dataclasses.replace(train, scheduler_args=resolved)
     return RecordedTrial(record, cfg, train, data, engine, steps_per_epoch, assumed)
+
+
+def _resolvable(cfg: StudyConfig, run_id: str) -> None:
+    """The study's functions (``task.python``, ``model.python``) can be imported here: they are looked up
+    beside the study file, which the run's record does not hold."""
+    for where, path in (("task.python", cfg.task.python), ("model.python", cfg.model.python)):
+        if path:
+            try:
+                usercode.resolve(path, where)
+            except UserError as exc:
+                raise UserError(
+                    f"{exc}; run {run_id}'s study has it beside its study file: give --study STUDY.yaml"
+                ) from None
 
 
 def _study(record: RunRecord) -> StudyConfig:

@@ -166,6 +166,11 @@ def reasons(trial: RecordedTrial, result: TrialResult) -> list[str]:
     device = params.get("device")
     if device is not None and device != result.device:
         out.append(f"recorded on {device}, replayed on {result.device}")
+    threads = params.get("torch_threads")
+    if device == "cpu" and threads is not None and int(threads) > torch.get_num_threads():
+        out.append(
+            f"recorded with {threads} CPU threads, replayed with {torch.get_num_threads()} (this machine's)"
+        )
     version = params.get("torch_version")
     if version is not None and version != torch.__version__:
         out.append(f"recorded with torch {version}, replayed with torch {torch.__version__}")
@@ -198,6 +203,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     print(f"replaying run {rec.run_id} on {device} ({trial.engine} engine) ...", file=sys.stderr, flush=True)
     task = load_task(trial.data, device)
+    threads = rec.params.get("torch_threads")
+    if threads is not None and device.type == "cpu":
+        import torch
+
+        torch.set_num_threads(int(threads))  # the run's: CPU kernels split their sums by thread
     replayed = retrain(trial, task, stop_after)
     result = replayed.result
     compared = curves(trial, result)

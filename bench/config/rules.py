@@ -43,6 +43,10 @@ def _seed(where: str, value: int | None) -> None:
         raise UserError(f"{where} must be a whole number from 0 to {MAX_SEED}, got {value}")
 
 
+# What a CSV or lrbench's own split is made with: a task function's rows come split and ready.
+_CSV_AND_SPLIT_KEYS = ("target", "drop", "label_map", "test_size", "val_size")
+
+
 def check_task(task: DataConfig) -> None:
     t, v = task.test_size, task.val_size
     if not (t > 0 and v > 0 and t + v < 1):
@@ -55,6 +59,13 @@ def check_task(task: DataConfig) -> None:
         usercode.check_path(task.python, "task.python")
         if task.csv:
             raise UserError("task: python and csv each name the task's rows; give one of them")
+        default = DataConfig()
+        ignored = [k for k in _CSV_AND_SPLIT_KEYS if getattr(task, k) != getattr(default, k)]
+        if ignored:
+            raise UserError(
+                f"task.{ignored[0]}: a task function gives its rows split and ready as they are; "
+                f"leave {', '.join(_CSV_AND_SPLIT_KEYS)} out with task.python"
+            )
     elif task.args:
         raise UserError("task.args: arguments go to a task function; name it with task.python")
     for key, value in (task.label_map or {}).items():

@@ -13,10 +13,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from bench import schedules
-from bench.config.limits import check_size, steps_per_epoch
+from bench.config.limits import MAX_PARAMETERS, check_size, steps_per_epoch
 from bench.config.schema import StudyConfig
 from bench.config.searched import family_space
-from bench.data import Sizes
+from bench.data import Sizes, Task
 from bench.errors import UserError
 from bench.train.device import resolve_device
 
@@ -40,33 +40,61 @@ def check_runnable(cfg: StudyConfig, sizes: Sizes, n_trials: int | None = None) 
 
 
 def check_model(cfg: StudyConfig) -> None:
-    """The study's model built and run on two of its training rows (on the CPU): a function that raises, a
-    module that fails on the task's rows or gives outputs of another shape than the task needs, is a
-    :class:`UserError` now, not a failed trial later."""
+    """The study's model built and run on two of its training rows (on the CPU), in evaluation and in one
+    training step: a function that raises, a module that fails on the task's rows, gives outputs of
+    another shape than the task needs or cannot be trained, is a :class:`UserError` now, not a failed
+    trial later. With ``confirm.resplit``, a task function's rows for the first confirmation seed must
+    match the search's in shape, classes and training rows (the schedules span as many steps)."""
     import torch
 
     from bench.data import load_task
-    from bench.model import build, output_size
+    from bench.model import build, mean_loss, output_size
 
     task = load_task(cfg.task)
-    module = build(task.input_shape, task.n_classes, cfg.model)
-    x = task.x_train[:2]
     where = f"model.python: {cfg.model.python}" if cfg.model.python else "model"
+    module = build(task.input_shape, task.n_classes, cfg.model)
+    weights = sum(p.numel() for p in module.parameters())
+    if weights > MAX_PARAMETERS:
+        raise UserError(f"{where}: the module has {weights:.3g} weights; at most {MAX_PARAMETERS:.0e}")
+    x, y = task.x_train[:2], task.y_train[:2]
+    batch = f"a batch of shape {list(x.shape)}"
     try:
         with torch.no_grad():
             out = module.eval()(x)
     except Exception as exc:
-        text = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
-        batch = f"a batch of shape {list(x.shape)}"
-        raise UserError(f"{where} fails on the task's rows ({batch}): {text}") from None
+        raise UserError(f"{where} fails on the task's rows ({batch}): {_one_line(exc)}") from None
     want = [len(x), output_size(task.n_classes)]
     got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
     if got != want:
         outputs = "one output" if want[1] == 1 else f"{want[1]} outputs"
         raise UserError(
-            f"{where} gives {got} for a batch of shape {list(x.shape)}, but the task needs {want} "
+            f"{where} gives {got} for {batch}, but the task needs {want} "
             f"({outputs} per row: {task.kind}, {max(task.n_classes, 1)} class(es))"
         )
+    try:
+        mean_loss(module.train()(x), y, task.regression).backward()
+    except Exception as exc:
+        raise UserError(
+            f"{where} cannot be trained: a training step on {batch} raised {_one_line(exc)}"
+        ) from None
+    if cfg.task.python and cfg.confirm.seeds and cfg.confirm.resplit:
+        _same_rows(task, load_task(cfg.confirm_task(0)), cfg.confirm_task(0).split_seed)
+
+
+def _same_rows(task: Task, other: Task, split_seed: int) -> None:
+    mine = (task.input_shape, task.n_classes, len(task.y_train))
+    theirs = (other.input_shape, other.n_classes, len(other.y_train))
+    if mine != theirs:
+        raise UserError(
+            f"task.python: with confirm.resplit, split_seed {split_seed} gives rows of shape "
+            f"{list(theirs[0])}, {theirs[1]} output(s) and {theirs[2]} training rows, where the search's "
+            f"split gives {list(mine[0])}, {mine[1]} and {mine[2]}: give every split the same sizes, or set "
+            "confirm.resplit: false"
+        )
+
+
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
 
 
 # A search draws an integer's ends, but never a float's exactly: a float is taken this share inside its end

@@ -164,6 +164,11 @@ class StudyConfig:
         # written or not, so that the studies stored without it resume.
         if out["task"]["kind"] == "classification":
             out["task"] = {k: v for k, v in out["task"].items() if k != "kind"}
+        # The same for a model and a task of the built-in kind: no function, no arguments (the studies stored
+        # before model.python and task.python existed resume).
+        for part in ("task", "model"):
+            if not out[part]["python"] and not out[part]["args"]:
+                out[part] = {k: v for k, v in out[part].items() if k not in ("python", "args")}
         # How trials are batched does not change what they compute (the engines' contract tests).
         out["training"] = {k: v for k, v in out["training"].items() if k not in ("engine", "population_size")}
         return out | {"direction": self.direction}

@@ -107,7 +107,9 @@ def _pair(name: str, item: Any, path: str) -> tuple[Any, Any]:
 
 
 def _array(value: Any, what: str) -> np.ndarray:
-    if hasattr(value, "detach"):  # a torch tensor, on any device
+    import torch
+
+    if isinstance(value, torch.Tensor):  # on any device
         value = value.detach().cpu().numpy()
     try:
         return np.asarray(value)

@@ -123,7 +123,9 @@ def report_input(
         panel_runs=runs,
         panel_vals=vals,
         importance=stored.importance,
-        reproduce=reproduce.reproductions(cfg, _chosen_rows(cfg, r, best), steps),
+        reproduce=reproduce.reproductions(
+            cfg, _chosen_rows(cfg, r, best), steps, {family: ids[0] for family, ids in runs.items() if ids}
+        ),
         versions=reproduce.versions(),
         seeds=seeds,
         definition=cfg.to_yaml(),

@@ -35,7 +35,7 @@ def versions() -> dict[str, str]:
 def settings(cfg: StudyConfig, train_rows: int) -> str:
     """The study in one line: task, model, budget per family, seeds, metric."""
     t, m, o, c = cfg.training, cfg.model, cfg.optuna, cfg.confirm
-    model = "-".join(str(h) for h in m.hidden)
+    model = m.python or f"MLP hidden {'-'.join(str(h) for h in m.hidden)} {m.activation}"
     opt = "/".join(t.optimizer)
     budget = (
         f"{o.n_trials} trials per family"
@@ -47,15 +47,18 @@ def settings(cfg: StudyConfig, train_rows: int) -> str:
     )
     test = test_metric(cfg.objective.metric)
     return (
-        f"task {cfg.task.name} ({train_rows} training rows) · MLP hidden {model} {m.activation} · {opt}, "
+        f"task {cfg.task.name} ({train_rows} training rows) · {model} · {opt}, "
         f"batch {t.batch_size}, {t.epochs} epochs · {budget} ({o.sampler}, pruner {o.pruner}) · {confirm} · "
         f"chosen on {cfg.objective.metric}, ranked on {test}"
     )
 
 
-def reproductions(cfg: StudyConfig, chosen: pd.DataFrame, steps_per_epoch: int) -> dict[str, Reproduction]:
+def reproductions(
+    cfg: StudyConfig, chosen: pd.DataFrame, steps_per_epoch: int, run_ids: Mapping[str, str]
+) -> dict[str, Reproduction]:
     """``chosen``: a row per family with ``family``, ``optimizer``, ``base_lr``, ``scheduler_args`` (JSON,
-    every argument as resolved), ``seed`` and ``split_seed``."""
+    every argument as resolved), ``seed`` and ``split_seed``; ``run_ids``: a run of each family's choice,
+    the one a study of the user's own model or data is re-trained from (``lrbench replay``)."""
     out = {}
     for _, row in chosen.iterrows():
         family = str(row["family"])
@@ -69,6 +72,13 @@ def reproductions(cfg: StudyConfig, chosen: pd.DataFrame, steps_per_epoch: int) 
             str(row["optimizer"]), lr, cfg.training.momentum, cfg.training.weight_decay
         )
         code = "\n".join(["import torch", snippet.text(optimizer)])
+        if cfg.task.python or cfg.model.python:
+            # lrbench train has no option for a function of the user's: the run's record has all of it.
+            run = run_ids.get(family)
+            command = f"lrbench replay {run} --study STUDY.yaml" if run else ""
+            caveat = "The model or the data is a function of yours: replay re-trains the run from its record."
+            out[family] = Reproduction(family, code, command, caveat)
+            continue
         out[family] = Reproduction(family, code, _command(cfg, family, args, row), _caveat(cfg))
     return out
 

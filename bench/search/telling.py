@@ -54,7 +54,11 @@ def run_params(cfg: StudyConfig, spec: TrialSpec, result: TrialResult | None) ->
     }
     if result is not None:
         params.update(
-            steps_per_epoch=result.steps_per_epoch, device=result.device, torch_version=_torch_version()
+            steps_per_epoch=result.steps_per_epoch,
+            device=result.device,
+            torch_version=_torch_version(),
+            # CPU kernels split their sums by thread: a replay with another count differs in the last bits.
+            torch_threads=_torch_threads(),
         )
     args = result.scheduler_args if result is not None else spec.scheduler_args
     params.update({f"{spec.scheduler}.{k}": v for k, v in args.items()})
@@ -66,6 +70,12 @@ def _torch_version() -> str:
     import torch  # imported already: the trial was trained
 
     return str(torch.__version__)
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return int(torch.get_num_threads())
 
 
 def _curve(cfg: StudyConfig, result: TrialResult) -> list[float]:

@@ -18,7 +18,8 @@ def auto_population_size(task: Task, model: ModelConfig, batch_size: int, cap: i
     device = task.device
     n_params, per_row = _footprint(task, model)
     activations = (batch_size * 3 + len(task.y_val) + len(task.y_test)) * per_row
-    per_member = 4 * (4 * n_params + 2 * activations)  # float32: weights, grad, two optimizer states
+    epoch_copy = len(task.y_train) * task.n_features  # each member's epoch of rows in its own order
+    per_member = 4 * (4 * n_params + 2 * activations + epoch_copy)  # float32: weights, grad, 2 Adam states
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         default_cap = 4096
@@ -31,23 +32,27 @@ def auto_population_size(task: Task, model: ModelConfig, batch_size: int, cap: i
 
 def _footprint(task: Task, model: ModelConfig) -> tuple[int, int]:
     """A member's parameters, and the values its forward pass makes per row: the MLP's from its widths; a
-    module of the user's counted on one row (every submodule's output)."""
+    module of the user's counted on two rows (its input and every innermost submodule's output)."""
     if not model.python:
         widths = [task.n_features, *model.hidden, output_size(task.n_classes)]
         return sum(a * b + b for a, b in itertools.pairwise(widths)), sum(widths)
     module = build_member(task, model, 0)
-    made = [task.n_features]
+    rows = task.x_train[:2]
+    made = [rows.numel()]
 
     def count(_: torch.nn.Module, __: object, out: object) -> None:
         if isinstance(out, torch.Tensor):
             made.append(out.numel())
 
-    hooks = [m.register_forward_hook(count) for m in module.modules()]
-    with torch.no_grad():
-        module.eval()(task.x_train[:1])
-    for hook in hooks:
-        hook.remove()
-    return sum(p.numel() for p in module.parameters()), sum(made)
+    leaves = [m for m in module.modules() if not list(m.children())]  # where the values are made
+    hooks = [m.register_forward_hook(count) for m in leaves]
+    try:
+        with torch.no_grad():
+            module.eval()(rows)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return sum(p.numel() for p in module.parameters()), -(-sum(made) // len(rows))
 
 
 def why_not_batched(task: Task, model: ModelConfig) -> str | None:
@@ -56,7 +61,11 @@ def why_not_batched(task: Task, model: ModelConfig) -> str | None:
     on two members and a few rows)."""
     if not model.python:
         return None
-    reason = unbatchable(build_member(task, model, 0).train())
+    module = build_member(task, model, 0).train()
+    frozen = [name for name, p in module.named_parameters() if not p.requires_grad]
+    if frozen:
+        return f"its parameter {frozen[0]!r} is frozen (requires_grad=False); a population trains them all"
+    reason = unbatchable(module)
     if reason is not None:
         return reason
     rows = min(4, len(task.y_train))
