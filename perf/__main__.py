@@ -8,6 +8,7 @@
     python -m perf power      # what the ranking's tie procedure detects, by simulation (no training)
     python -m perf importance # the report's fANOVA importance: 16 trees against 64, and other seeds
     python -m perf func       # the torch.func engine: vs the stacked MLP, and the example CNN vs reference
+    python -m perf replay [STUDY]  # how many of a study's runs lrbench replay reproduces exactly
 
 All rows use the reference task (breast-cancer MLP 30-64-32-1, batch 32, 50 epochs) on one device:
 
@@ -40,10 +41,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "what",
         nargs="?",
-        choices=("all", "storage", "seeds", "server", "compare", "power", "importance", "func"),
+        choices=("all", "storage", "seeds", "server", "compare", "power", "importance", "func", "replay"),
         default="all",
     )
-    parser.add_argument("trees", nargs="*", type=Path, help="compare: two source trees of lrbench, A and B")
+    parser.add_argument(
+        "trees",
+        nargs="*",
+        type=Path,
+        help="compare: two source trees of lrbench, A and B; replay: a study file",
+    )
     parser.add_argument("--runs", type=int, default=6, help="compare: runs of each tree")
     parser.add_argument("--rounds", type=int, default=3, help="server benchmark: runs per setting")
     parser.add_argument("--trials", type=int, default=60, help="storage benchmark: trials per storage")
@@ -75,6 +81,11 @@ def main(argv: list[str] | None = None) -> int:
         from perf.importance import importance_table
 
         print(importance_table(ROOT / "results" / "optuna.journal"))
+        return 0
+    if args.what == "replay":
+        from perf.replay import DEFAULT, replay_table
+
+        print(replay_table(args.trees[0].resolve() if args.trees else DEFAULT))
         return 0
     if args.what == "storage":
         print(storage_benchmark(args.trials))
