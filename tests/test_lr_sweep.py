@@ -317,6 +317,14 @@ def test_no_range_to_write_is_one_line_and_no_copy(tmp_path: Path) -> None:
         ([STUDY, "--low", "0.1", "--high", "0.01"], "--low must be below --high"),
         ([STUDY, "--device", "tpu"], "--device: unknown device 'tpu'"),
         ([STUDY, "--lrs", "2"], "argument --lrs: a whole number of at least 3"),
+        (
+            [STUDY, "--write", ROOT / "no-such-folder" / "c.yaml"],
+            "no-such-folder is not a folder that exists",
+        ),
+        (
+            [ROOT / "examples" / "digits_cnn" / "study.yaml", "--write", ROOT / "c.yaml"],
+            "the study's cnn:load_digits is looked up beside the study file; write the copy in",
+        ),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_creates_nothing(

@@ -93,11 +93,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def _copy_target(args: argparse.Namespace) -> Path | None:
-    """The copy's path, refused where it is the study file itself."""
+def _copy_target(args: argparse.Namespace, cfg: StudyConfig) -> Path | None:
+    """The copy's path, refused where it is the study file itself, where its folder is not one, and, for a
+    study of the user's functions (looked up beside the study file), outside the study's folder."""
     if not args.write:
         return None
     copy, study = Path(args.write), Path(args.study)
+    if not copy.resolve().parent.is_dir():
+        raise UserError(f"--write {args.write}: its folder {copy.parent} is not a folder that exists")
+    functions = [p for p in (cfg.task.python, cfg.model.python) if p]
+    if functions and copy.resolve().parent != study.resolve().parent:
+        raise UserError(
+            f"--write {args.write}: the study's {functions[0]} is looked up beside the study file; "
+            f"write the copy in {study.parent} too"
+        )
     if copy.resolve() == study.resolve() or (copy.exists() and os.path.samefile(copy, study)):
         raise UserError(
             f"--write {args.write} is the study file itself; name a copy (the study is not changed)"
@@ -124,7 +133,7 @@ def cmd_lr_sweep(args: argparse.Namespace) -> int:
             raise UserError(f"--device: {exc}") from None
         cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, device=args.device))
     check_runnable(cfg, sizes)
-    copy = _copy_target(args)
+    copy = _copy_target(args, cfg)
     raw = read_yaml(Path(args.study)) if copy is not None else None
     folder = Path(args.output) if args.output else Locations.resolve(cfg).results_dir(cfg) / "lr-sweep"
     existing = next(p for p in (folder, *folder.parents) if p.exists())
