@@ -46,7 +46,11 @@ class ModelConfig:
     python: str = ""
     args: Mapping[str, Any] = field(default_factory=dict)
 
-    def __hash__(self) -> int:  # args is a mapping: hashed by its JSON (a population's members share it)
+    # args is a mapping: the model is compared and hashed by its JSON (a population's members share it).
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ModelConfig) and self.key() == other.key()
+
+    def __hash__(self) -> int:
         return hash(self.key())
 
     def key(self) -> str:
