@@ -106,14 +106,12 @@ def engine_for(cfg: StudyConfig, task: Task) -> StudyConfig:
     (the engines' contract tests); only the time differs."""
     if cfg.training.engine != "population":
         return cfg
-    from bench.train.population import why_not_batched
+    from bench.train.population import fallback_line
 
-    why = why_not_batched(task, cfg.model)
-    if why is None:
+    line = fallback_line(task, cfg.model)
+    if line is None:
         return cfg
-    print(
-        f"model {cfg.model.label}: {why}; training one trial at a time (engine: reference)", file=sys.stderr
-    )
+    print(line, file=sys.stderr)
     return dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, engine="reference"))
 
 

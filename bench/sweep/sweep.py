@@ -148,12 +148,12 @@ def _train(
 ) -> list[TrialResult]:
     """Every member trained: as populations (the study's population size, else what fits the device), or
     one at a time where the study asks for the reference engine or torch.func cannot batch its model."""
-    from bench.train.population import auto_population_size, train_population, why_not_batched
+    from bench.train.population import auto_population_size, fallback_line, train_population
 
-    why = why_not_batched(task, cfgs[0].model) if training.engine == "population" else None
-    if why is not None:
-        say(f"model {cfgs[0].model.label}: {why}; training one member at a time (engine: reference)")
-    if training.engine == "reference" or why is not None:
+    line = fallback_line(task, cfgs[0].model) if training.engine == "population" else None
+    if line is not None:
+        say(line)
+    if training.engine == "reference" or line is not None:
         return [train(task, c) for c in cfgs]
 
     size = training.population_size or auto_population_size(task, cfgs[0].model, cfgs[0].batch_size)

@@ -68,7 +68,7 @@ def _watched(method: Callable[Concatenate[Tracker, P], T]) -> Callable[Concatena
     return run
 
 
-def _quiet() -> None:
+def quiet() -> None:
     """MLflow announces database creation and migrations at INFO; a study's output is about trials. Called
     after mlflow is imported (its import sets its loggers' levels)."""
     for name in ("mlflow", "alembic"):
@@ -88,7 +88,7 @@ class Tracker:
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         from mlflow import MlflowClient
 
-        _quiet()
+        quiet()
         self.uri = tracking_uri
         server = is_tracking_server(tracking_uri)
         self._watch = RequestWatch(tracking_uri) if server else None  # from the first request on

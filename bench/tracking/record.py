@@ -54,9 +54,9 @@ def read_run(tracking_uri: str, run_id: str) -> RunRecord:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from bench.tracking.client import _quiet
+    from bench.tracking.client import quiet
 
-    _quiet()  # MLflow's INFO lines (a store's migrations) are no replay's
+    quiet()  # MLflow's INFO lines (a store's migrations) are no replay's
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one small file: no bar
     client = MlflowClient(tracking_uri=tracking_uri)
     try:

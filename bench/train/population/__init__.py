@@ -2,7 +2,7 @@
 
 from bench.train.population.engine import Batching, Joiner, Population, train_population
 from bench.train.population.members import ProxySchedule, group_key, proxy_schedule
-from bench.train.population.sizing import auto_population_size, why_not_batched
+from bench.train.population.sizing import auto_population_size, fallback_line, why_not_batched
 
 __all__ = [
     "Batching",
@@ -10,6 +10,7 @@ __all__ = [
     "Population",
     "ProxySchedule",
     "auto_population_size",
+    "fallback_line",
     "group_key",
     "proxy_schedule",
     "train_population",

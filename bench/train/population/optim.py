@@ -51,7 +51,8 @@ class MemberOptimizer:
         self.kind = kind
         self.device = device
         self.fused = device.type in FUSED_ADAM_DEVICES
-        self.wd = torch.empty(0, dtype=torch.float64, device=device)
+        self.wd = torch.empty(0, dtype=torch.float64, device=device)  # as torch holds it: a Python float
+        self._wd_k = self.wd.to(torch.float32)[:, None]
         self.decays = False
         self.state: dict[str, torch.Tensor] = {}
         self.steps: dict[int, int] = {}  # optimizer steps taken, by cohort
@@ -64,6 +65,7 @@ class MemberOptimizer:
         """New members with their weight decays, appended as rows with a fresh optimizer state."""
         wd = torch.tensor(list(weight_decays), dtype=torch.float64, device=self.device)
         self.wd = torch.cat([self.wd, wd])
+        self._wd_k = self.wd.to(torch.float32)[:, None]  # as the parameters (float32), cast once
         self.decays = self.decays or bool(any(weight_decays))
         n = len(weight_decays)
         self.state = {
@@ -76,6 +78,7 @@ class MemberOptimizer:
     def keep(self, rows: torch.Tensor) -> None:
         """Only these rows go on (compaction: frozen members stop costing compute)."""
         self.wd = self.wd[rows]
+        self._wd_k = self.wd.to(torch.float32)[:, None]
         self.state = {name: t[rows] for name, t in self.state.items()}
 
     def relayout(
@@ -108,31 +111,32 @@ class MemberOptimizer:
             )
 
     @torch.no_grad()
-    def step(self, lr: torch.Tensor, mom: torch.Tensor) -> None:
-        """One optimizer step for every member at once; lr and mom are (K,) float64, one per member (what
-        torch's optimizers hold as Python floats: each value is cast to the parameters' dtype where torch
-        casts it, so that a member's arithmetic is torch's own)."""
+    def step(
+        self, lr: torch.Tensor, mom: torch.Tensor, exact_lr: torch.Tensor, exact_mom: torch.Tensor
+    ) -> None:
+        """One optimizer step for every member at once: lr and mom (K,), one per member, in the
+        parameters' dtype; ``exact_lr`` and ``exact_mom`` the same in float64, as torch's optimizers hold
+        them (Python floats), for the coefficients torch computes in double and then casts."""
         for number in self.steps:
             self.steps[number] += 1
         p, grad, state = self._flat, self._grad, self.state
-        dtype = p.dtype
-        lr_k = lr.to(dtype)[:, None]
+        lr_k, wd_k = lr[:, None], self._wd_k if self.decays else None
         if self.kind == "sgd":
-            if self.decays:
-                grad = grad + self.wd.to(dtype)[:, None] * p  # torch: grad.add(param, alpha=weight_decay)
+            if wd_k is not None:
+                grad = grad + wd_k * p  # torch: grad.add(param, alpha=weight_decay)
             buf = state["momentum_buffer"]
-            buf.mul_(mom.to(dtype)[:, None]).add_(grad)  # dampening 0
+            buf.mul_(mom[:, None]).add_(grad)  # dampening 0
             p.sub_(lr_k * buf)
             return
         if self.kind == "adamw":
-            if self.decays:
-                p.mul_((1 - lr * self.wd).to(dtype)[:, None])  # torch: param.mul_(1 - lr * weight_decay)
-        elif self.decays:
-            grad = grad + self.wd.to(dtype)[:, None] * p  # Adam's L2 term, per member
+            if self.decays:  # torch: param.mul_(1 - lr * weight_decay), the factor in double
+                p.mul_((1 - exact_lr * self.wd).to(p.dtype)[:, None])
+        elif wd_k is not None:
+            grad = grad + wd_k * p  # Adam's L2 term, per member
         if self._blocks is not None:
             self._torch_adam_step(grad, lr_k)
         else:
-            self._written_out_adam_step(grad, lr, mom)
+            self._written_out_adam_step(grad, exact_lr, exact_mom)
 
     def _torch_adam_step(self, grad: torch.Tensor, lr_k: torch.Tensor) -> None:
         """torch's Adam with LR 1 on the zero direction buffer leaves -m_hat / (sqrt(v_hat) + eps) in it,

@@ -55,6 +55,17 @@ def _footprint(task: Task, model: ModelConfig) -> tuple[int, int]:
     return sum(p.numel() for p in module.parameters()), -(-sum(made) // len(rows))
 
 
+def fallback_line(task: Task, model: ModelConfig) -> str | None:
+    """The line that says why the population engine cannot train ``model`` and each run trains alone (the
+    reference engine); None where it can (:func:`why_not_batched`)."""
+    why = why_not_batched(task, model)
+    return (
+        None
+        if why is None
+        else f"model {model.label}: {why}; training one trial at a time (engine: reference)"
+    )
+
+
 def why_not_batched(task: Task, model: ModelConfig) -> str | None:
     """None where the population engine can train the model; else why not, in a few words. The built-in
     MLP always can; a module of the user's where torch.func batches its training step and evaluation (tried
