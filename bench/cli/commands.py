@@ -14,6 +14,9 @@ from bench import schedules
 from bench.errors import UserError
 from bench.model import ModelConfig
 
+# The run ``lrbench schedule`` previews, and ``lrbench snippet FAMILY`` writes code for, unless told.
+PREVIEW_RUN: dict[str, float | int] = {"lr": 0.1, "epochs": 30, "steps_per_epoch": 1}
+
 
 def parse_value(text: str) -> Any:
     """A --set value: a Python/JSON literal (10, 0.5, 1e-3, [10, 20], "cos") or else the plain string."""

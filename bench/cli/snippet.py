@@ -14,7 +14,7 @@ import textwrap
 from typing import Any
 
 from bench import schedules
-from bench.cli.commands import parse_sets
+from bench.cli.commands import PREVIEW_RUN, parse_sets
 from bench.cli.recorded import read_trial, tracking_uri
 from bench.errors import UserError
 from bench.schedules.code import optimizer_code, scheduler_code
@@ -23,9 +23,7 @@ from bench.schedules.registry import Args
 # --lr, --epochs, --steps-per-epoch, --optimizer, --momentum, --weight-decay, --set: a family's run.
 FAMILY_OPTIONS = ("lr", "epochs", "steps_per_epoch", "optimizer", "momentum", "weight_decay", "set")
 FAMILY_DEFAULTS: dict[str, Any] = {
-    "lr": 0.1,
-    "epochs": 30,
-    "steps_per_epoch": 1,
+    **PREVIEW_RUN,  # lrbench schedule's run
     "optimizer": "sgd",
     "momentum": 0.9,
     "weight_decay": 0.0,
